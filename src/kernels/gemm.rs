@@ -1,0 +1,150 @@
+//! `C = alpha * A B + beta * C` in f32, on all cores, with bit-identical results
+//! whatever the thread count.
+//!
+//! The arithmetic is `matrixmultiply::sgemm` (packed panels and a SIMD micro-kernel
+//! chosen at run time: AVX-512, FMA/AVX2 or AVX). Parallelism is ours: C is cut into
+//! blocks of whole rows or whole columns, each block is one single-threaded sgemm,
+//! and rayon runs the blocks. The cut depends only on the shape (never on the number
+//! of threads), so every element of C sees the same sequence of floating-point
+//! operations on 1 thread or on 32. That is what makes training reproducible.
+
+use ndarray::{ArrayView2, ArrayViewMut2, Axis};
+use rayon::prelude::*;
+
+/// Below this many multiply-adds a GEMM runs as one block: splitting it would cost
+/// more in rayon hand-off and repeated packing than it gains.
+const MIN_PARALLEL_MACS: usize = 1 << 18;
+
+/// Rows (or columns) of C per block are a multiple of this, so that block edges fall
+/// on the micro-kernel's 16x16 tile grid and only the matrix's own edge is ragged.
+const BLOCK_ALIGN: usize = 64;
+
+/// At most this many blocks. Each block re-packs the whole operand it shares with the
+/// others (B when rows are split, A when columns are), so more blocks cost more
+/// packing; 8 leaves room for load balancing on a shared machine with a few cores.
+const MAX_BLOCKS: usize = 8;
+
+/// Each block keeps at least this many rows (or columns) so that the repeated packing
+/// of the shared operand stays a few percent of the block's arithmetic.
+const MIN_BLOCK: usize = 128;
+
+/// `c = alpha * a b + beta * c`, with `a: [M, K]`, `b: [K, N]`, `c: [M, N]` in any
+/// strides (pass `x.t()` for a transpose). With `beta == 0`, `c` is only written.
+///
+/// Panics if the shapes disagree: that is a bug in the caller, never a user error.
+pub fn gemm(alpha: f32, a: ArrayView2<f32>, b: ArrayView2<f32>, beta: f32, mut c: ArrayViewMut2<f32>) {
+    check_shapes("gemm", &a, &b, &c);
+    let (m, k) = a.dim();
+    let n = b.ncols();
+    let blocks = block_plan(m, k, n);
+    if blocks.count <= 1 {
+        sgemm_block(alpha, a, b, beta, c);
+        return;
+    }
+    if blocks.split_rows {
+        let a_parts: Vec<_> = a.axis_chunks_iter(Axis(0), blocks.size).collect();
+        let c_parts: Vec<_> = c.axis_chunks_iter_mut(Axis(0), blocks.size).collect();
+        a_parts.into_par_iter().zip(c_parts).for_each(|(a, c)| sgemm_block(alpha, a, b, beta, c));
+    } else {
+        let b_parts: Vec<_> = b.axis_chunks_iter(Axis(1), blocks.size).collect();
+        let c_parts: Vec<_> = c.axis_chunks_iter_mut(Axis(1), blocks.size).collect();
+        b_parts.into_par_iter().zip(c_parts).for_each(|(b, c)| sgemm_block(alpha, a, b, beta, c));
+    }
+}
+
+/// How `gemm` cuts C: `count` blocks of `size` rows (or columns) each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockPlan {
+    pub split_rows: bool,
+    pub size: usize,
+    pub count: usize,
+}
+
+/// The cut of an `[M, K] x [K, N]` product. A function of the shape alone.
+pub fn block_plan(m: usize, k: usize, n: usize) -> BlockPlan {
+    let whole = BlockPlan { split_rows: true, size: m.max(1), count: 1 };
+    if m.saturating_mul(k).saturating_mul(n) < MIN_PARALLEL_MACS {
+        return whole;
+    }
+    // Split the longer side of C: the operand that gets re-packed per block is then
+    // the smaller one.
+    let split_rows = m >= n;
+    let len = if split_rows { m } else { n };
+    let wanted = len.div_ceil(MIN_BLOCK).clamp(1, MAX_BLOCKS);
+    if wanted < 2 {
+        // Too thin to split by the long side's rule, but still worth two halves.
+        let size = len.div_ceil(2).next_multiple_of(16);
+        if size >= len {
+            return whole;
+        }
+        return BlockPlan { split_rows, size, count: len.div_ceil(size) };
+    }
+    let size = len.div_ceil(wanted).next_multiple_of(BLOCK_ALIGN);
+    BlockPlan { split_rows, size, count: len.div_ceil(size) }
+}
+
+/// One single-threaded `matrixmultiply::sgemm` call on views.
+fn sgemm_block(alpha: f32, a: ArrayView2<f32>, b: ArrayView2<f32>, beta: f32, mut c: ArrayViewMut2<f32>) {
+    let (m, k) = a.dim();
+    let n = b.ncols();
+    if m == 0 || n == 0 {
+        return;
+    }
+    let [rsa, csa] = strides(&a.strides());
+    let [rsb, csb] = strides(&b.strides());
+    let [rsc, csc] = strides(&c.strides());
+    // SAFETY: the pointers and strides come from live ndarray views whose shapes were
+    // checked to be [m, k], [k, n] and [m, n], so every element sgemm touches is inside
+    // its view. `c` is a unique mutable view, so it aliases neither `a` nor `b`, and
+    // its strides are those of a valid ndarray view, so its elements do not overlap.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            alpha,
+            a.as_ptr(),
+            rsa,
+            csa,
+            b.as_ptr(),
+            rsb,
+            csb,
+            beta,
+            c.as_mut_ptr(),
+            rsc,
+            csc,
+        );
+    }
+}
+
+fn strides(s: &[isize]) -> [isize; 2] {
+    [s[0], s[1]]
+}
+
+fn check_shapes(what: &str, a: &ArrayView2<f32>, b: &ArrayView2<f32>, c: &ArrayViewMut2<f32>) {
+    assert!(
+        a.ncols() == b.nrows() && c.dim() == (a.nrows(), b.ncols()),
+        "{what}: shapes do not chain: A {:?} x B {:?} -> C {:?} (expected C {:?})",
+        a.dim(),
+        b.dim(),
+        c.dim(),
+        (a.nrows(), b.ncols()),
+    );
+}
+
+/// The reference: a triple loop, accumulated in f64. Slow and obviously right.
+pub fn gemm_naive(alpha: f32, a: ArrayView2<f32>, b: ArrayView2<f32>, beta: f32, mut c: ArrayViewMut2<f32>) {
+    check_shapes("gemm_naive", &a, &b, &c);
+    let (m, k) = a.dim();
+    let n = b.ncols();
+    for i in 0..m {
+        for j in 0..n {
+            let mut acc = 0f64;
+            for p in 0..k {
+                acc += a[[i, p]] as f64 * b[[p, j]] as f64;
+            }
+            let old = if beta == 0.0 { 0.0 } else { beta as f64 * c[[i, j]] as f64 };
+            c[[i, j]] = (alpha as f64 * acc + old) as f32;
+        }
+    }
+}

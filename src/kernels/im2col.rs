@@ -1,0 +1,308 @@
+//! im2col / col2im, and the two layout moves between `[N, C, P]` images and
+//! channel-major `[C, N*P]` matrices that let one GEMM cover a whole batch.
+//!
+//! A convolution with geometry `g` reads, for output position `q = (oh, ow)` of image
+//! `n`, the input pixels `x[n, c, oh*s - p + i, ow*s - p + j]`. im2col lays these out
+//! as the matrix `cols: [C*KH*KW, N*P_out]`, row `(c, i, j)`, column `n*P_out + q`,
+//! with zeros where the window hangs over the padding. Then `conv(x) = W cols`.
+//! col2im is its adjoint (the transpose of the linear map im2col): it sums every
+//! column entry back onto the pixel it was read from. Conv2d's backward pass and
+//! ConvTranspose2d's forward pass are both col2im.
+//!
+//! All four functions run in parallel over disjoint pieces of their output and give
+//! the same bits on any number of threads (every sum has a fixed order).
+
+use ndarray::{ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, ArrayViewMut3, ArrayViewMut4, Axis};
+use rayon::prelude::*;
+
+/// The shape arithmetic of one 2-D convolution (or, read backwards, of one
+/// transposed convolution): input `[C, H, W]`, square stride and padding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvGeom {
+    /// Channels of the image that the windows are cut from.
+    pub c: usize,
+    /// Height and width of that image.
+    pub h: usize,
+    pub w: usize,
+    /// Kernel height and width.
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl ConvGeom {
+    /// Output height, PyTorch's `floor((H + 2p - KH) / s) + 1`.
+    pub fn h_out(&self) -> usize {
+        (self.h + 2 * self.padding - self.kh) / self.stride + 1
+    }
+
+    /// Output width, `floor((W + 2p - KW) / s) + 1`.
+    pub fn w_out(&self) -> usize {
+        (self.w + 2 * self.padding - self.kw) / self.stride + 1
+    }
+
+    /// Output positions per image, `P_out = H_out * W_out`.
+    pub fn p_out(&self) -> usize {
+        self.h_out() * self.w_out()
+    }
+
+    /// Rows of the column matrix, `C * KH * KW`.
+    pub fn rows(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+
+    /// True if at least one window fits; the layers check this before using the geometry.
+    pub fn is_valid(&self) -> bool {
+        self.stride > 0
+            && self.kh > 0
+            && self.kw > 0
+            && self.h + 2 * self.padding >= self.kh
+            && self.w + 2 * self.padding >= self.kw
+    }
+
+    /// For each kernel offset `i` along one axis: the range of output positions whose
+    /// input index `o*s - p + i` lands inside `0..len`. Everything outside is padding.
+    fn valid_range(&self, i: usize, len: usize, out_len: usize) -> (usize, usize) {
+        let (s, p) = (self.stride, self.padding);
+        // first o with o*s + i >= p
+        let lo = if i >= p { 0 } else { (p - i).div_ceil(s) };
+        // last o with o*s + i - p <= len - 1, i.e. o*s <= len - 1 + p - i
+        let hi = if len + p > i { ((len - 1 + p - i) / s + 1).min(out_len) } else { 0 };
+        (lo.min(hi), hi)
+    }
+}
+
+/// `cols[(c, i, j), n*P_out + q] = x[n, c, oh*s - p + i, ow*s - p + j]` (0 in the padding).
+///
+/// x: [N, C, H, W], cols: [C*KH*KW, N*P_out]. Parallel over rows of `cols`.
+pub fn im2col(x: ArrayView4<f32>, g: &ConvGeom, mut cols: ArrayViewMut2<f32>) {
+    let n = x.dim().0;
+    assert_eq!(x.dim(), (n, g.c, g.h, g.w), "im2col: input shape");
+    let (ho, wo) = (g.h_out(), g.w_out());
+    let p_out = ho * wo;
+    assert_eq!(cols.dim(), (g.rows(), n * p_out), "im2col: cols shape");
+    let x = x.as_standard_layout();
+    let x = x.as_slice().expect("standard layout");
+    let cols_slice = cols.as_slice_mut().expect("im2col: cols must be contiguous");
+    let row_len = n * p_out;
+    cols_slice.par_chunks_mut(row_len).enumerate().for_each(|(row, out)| {
+        let c = row / (g.kh * g.kw);
+        let i = (row / g.kw) % g.kh;
+        let j = row % g.kw;
+        let (oh_lo, oh_hi) = g.valid_range(i, g.h, ho);
+        let (ow_lo, ow_hi) = g.valid_range(j, g.w, wo);
+        for img in 0..n {
+            let plane = &x[(img * g.c + c) * g.h * g.w..][..g.h * g.w];
+            let out = &mut out[img * p_out..][..p_out];
+            for oh in 0..ho {
+                let out_row = &mut out[oh * wo..][..wo];
+                if oh < oh_lo || oh >= oh_hi {
+                    out_row.fill(0.0);
+                    continue;
+                }
+                let ih = oh * g.stride + i - g.padding;
+                let in_row = &plane[ih * g.w..][..g.w];
+                out_row[..ow_lo].fill(0.0);
+                out_row[ow_hi..].fill(0.0);
+                if g.stride == 1 {
+                    let iw0 = ow_lo + j - g.padding;
+                    out_row[ow_lo..ow_hi].copy_from_slice(&in_row[iw0..iw0 + (ow_hi - ow_lo)]);
+                } else {
+                    for ow in ow_lo..ow_hi {
+                        out_row[ow] = in_row[ow * g.stride + j - g.padding];
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// The adjoint of `im2col`: `x[n, c, ih, iw] = sum of cols[(c, i, j), n*P_out + q]` over
+/// every window position that reads pixel `(ih, iw)`. Overwrites `x`.
+///
+/// With `bias`, each plane starts from `bias[c]` instead of 0 (ConvTranspose2d's bias).
+///
+/// cols: [C*KH*KW, N*P_out], x: [N, C, H, W], bias: [C]. Parallel over the `N*C` image
+/// planes; each plane sums its contributions in the fixed order `(i, j, oh, ow)`.
+pub fn col2im(cols: ArrayView2<f32>, g: &ConvGeom, bias: Option<&[f32]>, mut x: ArrayViewMut4<f32>) {
+    let n = x.dim().0;
+    assert_eq!(x.dim(), (n, g.c, g.h, g.w), "col2im: output shape");
+    let (ho, wo) = (g.h_out(), g.w_out());
+    let p_out = ho * wo;
+    assert_eq!(cols.dim(), (g.rows(), n * p_out), "col2im: cols shape");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), g.c, "col2im: bias length");
+    }
+    let cols = cols.as_standard_layout();
+    let cols = cols.as_slice().expect("standard layout");
+    let row_len = n * p_out;
+    let x = x.as_slice_mut().expect("col2im: output must be contiguous");
+    x.par_chunks_mut(g.h * g.w).enumerate().for_each(|(plane_idx, plane)| {
+        let (img, c) = (plane_idx / g.c, plane_idx % g.c);
+        plane.fill(bias.map_or(0.0, |b| b[c]));
+        for i in 0..g.kh {
+            let (oh_lo, oh_hi) = g.valid_range(i, g.h, ho);
+            for j in 0..g.kw {
+                let (ow_lo, ow_hi) = g.valid_range(j, g.w, wo);
+                let row = (c * g.kh + i) * g.kw + j;
+                let src = &cols[row * row_len + img * p_out..][..p_out];
+                for oh in oh_lo..oh_hi {
+                    let ih = oh * g.stride + i - g.padding;
+                    let in_row = &mut plane[ih * g.w..][..g.w];
+                    let src_row = &src[oh * wo..][..wo];
+                    for ow in ow_lo..ow_hi {
+                        in_row[ow * g.stride + j - g.padding] += src_row[ow];
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Channel-major from batch-major: `cm[c, n*P + q] = x[n, c, q]`.
+///
+/// x: [N, C, P], cm: [C, N*P]. Parallel over channels (rows of `cm`).
+pub fn to_channel_major(x: ArrayView3<f32>, mut cm: ArrayViewMut2<f32>) {
+    let (n, c, p) = x.dim();
+    assert_eq!(cm.dim(), (c, n * p), "to_channel_major: output shape for input {:?}", x.dim());
+    cm.axis_iter_mut(Axis(0)).into_par_iter().enumerate().for_each(|(ch, mut row)| {
+        for img in 0..n {
+            row.slice_mut(ndarray::s![img * p..(img + 1) * p]).assign(&x.slice(ndarray::s![img, ch, ..]));
+        }
+    });
+}
+
+/// Batch-major from channel-major, plus a per-channel bias:
+/// `x[n, c, q] = cm[c, n*P + q] + bias[c]`.
+///
+/// cm: [C, N*P], x: [N, C, P], bias: [C] or none. Parallel over images.
+pub fn from_channel_major(cm: ArrayView2<f32>, bias: Option<&[f32]>, mut x: ArrayViewMut3<f32>) {
+    let (n, c, p) = x.dim();
+    assert_eq!(cm.dim(), (c, n * p), "from_channel_major: input shape for output {:?}", x.dim());
+    if let Some(b) = bias {
+        assert_eq!(b.len(), c, "from_channel_major: bias length");
+    }
+    x.axis_iter_mut(Axis(0)).into_par_iter().enumerate().for_each(|(img, mut planes)| {
+        for (ch, mut plane) in planes.axis_iter_mut(Axis(0)).enumerate() {
+            let src = cm.slice(ndarray::s![ch, img * p..(img + 1) * p]);
+            let b = bias.map_or(0.0, |b| b[ch]);
+            plane.zip_mut_with(&src, |d, &s| *d = s + b);
+        }
+    });
+}
+
+/// `out[c] += sum of the row m[c, ..]`, each row summed in order (in f64), rows in
+/// parallel: the per-channel bias gradient of a channel-major `dy`.
+///
+/// m: [C, L], out: [C]
+pub fn row_sums_into(m: ArrayView2<f32>, out: &mut ndarray::Array1<f32>) {
+    assert_eq!(m.nrows(), out.len(), "row_sums_into: {} rows but {} outputs", m.nrows(), out.len());
+    out.as_slice_mut().expect("contiguous").par_iter_mut().zip(m.axis_iter(Axis(0))).for_each(|(o, row)| {
+        *o += row.iter().map(|&v| v as f64).sum::<f64>() as f32;
+    });
+}
+
+/// `out[c] += sum over n and q of x[n, c, q]`, in a fixed order (in f64), channels in
+/// parallel: the per-channel bias gradient of a batch-major `dy`.
+///
+/// x: [N, C, P], out: [C]
+pub fn channel_sums_into(x: ArrayView3<f32>, out: &mut ndarray::Array1<f32>) {
+    assert_eq!(x.dim().1, out.len(), "channel_sums_into: {} channels but {} outputs", x.dim().1, out.len());
+    out.as_slice_mut().expect("contiguous").par_iter_mut().enumerate().for_each(|(c, o)| {
+        let sum: f64 = x.slice(ndarray::s![.., c, ..]).iter().map(|&v| v as f64).sum();
+        *o += sum as f32;
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{assert_close, random_array};
+    use ndarray::{Array2, Array4};
+
+    fn geoms() -> Vec<ConvGeom> {
+        let mut v = Vec::new();
+        for &(c, h, w) in &[(1, 5, 5), (3, 7, 6), (2, 8, 8), (2, 1, 4)] {
+            for &(kh, kw) in &[(1, 1), (3, 3), (4, 4), (2, 3)] {
+                for stride in 1..=3 {
+                    for padding in 0..=2 {
+                        let g = ConvGeom { c, h, w, kh, kw, stride, padding };
+                        if g.is_valid() {
+                            v.push(g);
+                        }
+                    }
+                }
+            }
+        }
+        v
+    }
+
+    /// The direct definition, one element at a time.
+    fn im2col_naive(x: &Array4<f32>, g: &ConvGeom) -> Array2<f32> {
+        let n = x.dim().0;
+        let (ho, wo) = (g.h_out(), g.w_out());
+        let mut cols = Array2::zeros((g.rows(), n * ho * wo));
+        for img in 0..n {
+            for c in 0..g.c {
+                for i in 0..g.kh {
+                    for j in 0..g.kw {
+                        for oh in 0..ho {
+                            for ow in 0..wo {
+                                let ih = (oh * g.stride + i) as isize - g.padding as isize;
+                                let iw = (ow * g.stride + j) as isize - g.padding as isize;
+                                if ih >= 0 && iw >= 0 && (ih as usize) < g.h && (iw as usize) < g.w {
+                                    cols[[(c * g.kh + i) * g.kw + j, img * ho * wo + oh * wo + ow]] =
+                                        x[[img, c, ih as usize, iw as usize]];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        cols
+    }
+
+    #[test]
+    fn im2col_matches_direct_definition() {
+        for (seed, g) in geoms().into_iter().enumerate() {
+            let x = random_array([2, g.c, g.h, g.w], seed as u64);
+            let mut cols = Array2::from_elem((g.rows(), 2 * g.p_out()), f32::NAN);
+            im2col(x.view(), &g, cols.view_mut());
+            assert_close(&cols, &im2col_naive(&x, &g), 0.0, 0.0, &format!("im2col {g:?}"));
+        }
+    }
+
+    /// <im2col(x), c> == <x, col2im(c)> for random x and c: col2im is im2col's transpose.
+    #[test]
+    fn col2im_is_adjoint_of_im2col() {
+        for (seed, g) in geoms().into_iter().enumerate() {
+            let x = random_array([3, g.c, g.h, g.w], seed as u64);
+            let c = random_array([g.rows(), 3 * g.p_out()], 1000 + seed as u64);
+            let mut cols = Array2::zeros(c.dim());
+            im2col(x.view(), &g, cols.view_mut());
+            let mut back = Array4::from_elem(x.dim(), f32::NAN);
+            col2im(c.view(), &g, None, back.view_mut());
+            let lhs: f64 = cols.iter().zip(c.iter()).map(|(a, b)| *a as f64 * *b as f64).sum();
+            let rhs: f64 = x.iter().zip(back.iter()).map(|(a, b)| *a as f64 * *b as f64).sum();
+            assert!(
+                (lhs - rhs).abs() <= 1e-4 * (1.0 + lhs.abs()),
+                "{g:?}: <im2col x, c> = {lhs} but <x, col2im c> = {rhs}"
+            );
+        }
+    }
+
+    #[test]
+    fn channel_major_round_trip() {
+        let x = random_array([3, 4, 5], 7);
+        let mut cm = Array2::zeros((4, 15));
+        to_channel_major(x.view(), cm.view_mut());
+        assert_eq!(cm[[2, 5 + 3]], x[[1, 2, 3]]);
+        let bias = [1.0, 2.0, 3.0, 4.0];
+        let mut back = ndarray::Array3::zeros((3, 4, 5));
+        from_channel_major(cm.view(), Some(&bias), back.view_mut());
+        let expected = &x + &ndarray::Array3::from_shape_fn((3, 4, 5), |(_, c, _)| bias[c]);
+        assert_close(&back, &expected, 0.0, 0.0, "channel-major round trip");
+    }
+}

@@ -1,0 +1,185 @@
+//! Transposed 2-D convolution, PyTorch's `nn.ConvTranspose2d` (groups 1, dilation 1,
+//! no output padding): the adjoint of Conv2d's map from input to output, plus a bias.
+//! `y[n, o, ih, iw] = b[o] + sum of W[c, o, i, j] x[n, c, oh, ow]` over every
+//! `(c, i, j, oh, ow)` with `oh*s - p + i = ih` and `ow*s - p + j = iw`.
+//! Output size `H_out = (H - 1)*s - 2p + KH`.
+//!
+//! Computed for the whole batch as one GEMM and a col2im:
+//! `cols = W2^T x_cm` with `W2 = W viewed as [C_in, C_out*KH*KW]` and
+//! `x_cm: [C_in, N*H*W]`, then `y = col2im(cols)`. This is exactly Conv2d's
+//! input-gradient path, and its backward pass is Conv2d's forward path.
+
+use ndarray::{Array1, Array2, Array4, ArrayView4};
+use rand::Rng;
+
+use super::conv2d::{as3, flat, flat_mut, view3};
+use super::{Module, Param, check_shape};
+use crate::init;
+use crate::kernels::gemm::gemm;
+use crate::kernels::im2col::{ConvGeom, channel_sums_into, col2im, from_channel_major, im2col, to_channel_major};
+use crate::kernels::resize;
+
+pub struct ConvTranspose2d {
+    /// weight: [C_in, C_out, KH, KW], PyTorch's layout.
+    pub weight: Array4<f32>,
+    /// bias: [C_out]
+    pub bias: Array1<f32>,
+    /// dweight: [C_in, C_out, KH, KW]
+    pub dweight: Array4<f32>,
+    /// dbias: [C_out]
+    pub dbias: Array1<f32>,
+    pub stride: usize,
+    pub padding: usize,
+    /// When false, `backward` returns `dx` but leaves `dweight` and `dbias` alone.
+    pub requires_grad: bool,
+    /// Cache of the latest forward: the geometry of the adjoint convolution (whose
+    /// input is our output), the batch size, and x_cm: [C_in, N*H*W], the input in
+    /// channel-major order (what `dweight` needs).
+    geom: ConvGeom,
+    n: usize,
+    x_cm: Array2<f32>,
+    /// Workspaces kept from step to step. cols: [C_out*KH*KW, N*H*W] (forward's
+    /// product, then backward's im2col of dy); dx_cm: [C_in, N*H*W].
+    cols: Array2<f32>,
+    dx_cm: Array2<f32>,
+}
+
+impl ConvTranspose2d {
+    /// PyTorch's default initialisation: uniform in `[-1/sqrt(fan_in), 1/sqrt(fan_in)]`,
+    /// where PyTorch computes `fan_in` from weight dimension 1: `C_out*KH*KW`.
+    pub fn new(c_in: usize, c_out: usize, kernel: usize, stride: usize, padding: usize, rng: &mut impl Rng) -> Self {
+        assert!(kernel > 0 && stride > 0, "ConvTranspose2d: kernel {kernel} and stride {stride} must be positive");
+        let bound = 1.0 / ((c_out * kernel * kernel) as f32).sqrt();
+        ConvTranspose2d {
+            weight: init::uniform([c_in, c_out, kernel, kernel], bound, rng),
+            bias: init::uniform(c_out, bound, rng),
+            dweight: Array4::zeros((c_in, c_out, kernel, kernel)),
+            dbias: Array1::zeros(c_out),
+            stride,
+            padding,
+            requires_grad: true,
+            geom: ConvGeom { c: c_out, h: 0, w: 0, kh: kernel, kw: kernel, stride, padding },
+            n: 0,
+            x_cm: Array2::zeros((0, 0)),
+            cols: Array2::zeros((0, 0)),
+            dx_cm: Array2::zeros((0, 0)),
+        }
+    }
+
+    pub fn c_in(&self) -> usize {
+        self.weight.dim().0
+    }
+
+    pub fn c_out(&self) -> usize {
+        self.weight.dim().1
+    }
+
+    /// Output height and width for an input of `h` x `w`: `(h - 1)*s - 2p + KH`.
+    pub fn output_size(&self, h: usize, w: usize) -> (usize, usize) {
+        let g = self.geometry(h, w);
+        (g.h, g.w)
+    }
+
+    /// The adjoint convolution's geometry: its input is our `[C_out, H_out, W_out]`
+    /// output, its output positions are our input pixels.
+    fn geometry(&self, h: usize, w: usize) -> ConvGeom {
+        let (_, c_out, kh, kw) = self.weight.dim();
+        let (s, p) = (self.stride, self.padding);
+        let span = |len: usize, k: usize| (len.max(1) - 1) * s + k;
+        assert!(
+            h > 0 && w > 0 && span(h, kh) > 2 * p && span(w, kw) > 2 * p,
+            "ConvTranspose2d: a {h}x{w} input with kernel {kh}x{kw}, stride {s} and padding {p} gives an empty output"
+        );
+        ConvGeom { c: c_out, h: span(h, kh) - 2 * p, w: span(w, kw) - 2 * p, kh, kw, stride: s, padding: p }
+    }
+
+    /// x: [N, C_in, H, W] -> y: [N, C_out, H_out, W_out]
+    pub fn forward(&mut self, x: Array4<f32>) -> Array4<f32> {
+        check_shape("ConvTranspose2d", "input", &[None, Some(self.c_in()), None, None], x.shape());
+        let (n, c_in, h, w) = x.dim();
+        let g = self.geometry(h, w);
+        resize(&mut self.x_cm, (c_in, n * h * w));
+        to_channel_major(view3(&x), self.x_cm.view_mut());
+        resize(&mut self.cols, (g.rows(), n * h * w));
+        gemm(1.0, flat(&self.weight).t(), self.x_cm.view(), 0.0, self.cols.view_mut());
+        let mut y = Array4::zeros((n, g.c, g.h, g.w));
+        col2im(self.cols.view(), &g, self.bias.as_slice(), y.view_mut());
+        (self.geom, self.n) = (g, n);
+        y
+    }
+
+    /// From `y = col2im(W2^T x_cm) + b`, with `dcols = im2col(dy)` (im2col is col2im's
+    /// transpose):
+    /// - `dx_cm = W2 dcols`              ([C_in, C_out*KH*KW] x [C_out*KH*KW, N*H*W])
+    /// - `dweight += x_cm dcols^T`       ([C_in, N*H*W] x [N*H*W, C_out*KH*KW])
+    /// - `dbias += sum over n, ih, iw of dy`
+    ///
+    /// dy: [N, C_out, H_out, W_out] -> dx: [N, C_in, H, W]
+    pub fn backward(&mut self, dy: Array4<f32>) -> Array4<f32> {
+        let g = self.geom;
+        check_shape("ConvTranspose2d", "dy", &[Some(self.n), Some(g.c), Some(g.h), Some(g.w)], dy.shape());
+        let mut dcols = std::mem::take(&mut self.cols);
+        im2col(dy.view(), &g, dcols.view_mut());
+        if self.requires_grad {
+            gemm(1.0, self.x_cm.view(), dcols.t(), 1.0, flat_mut(&mut self.dweight));
+            channel_sums_into(view3(&dy), &mut self.dbias);
+        }
+        resize(&mut self.dx_cm, self.x_cm.dim());
+        gemm(1.0, flat(&self.weight), dcols.view(), 0.0, self.dx_cm.view_mut());
+        self.cols = dcols;
+        let mut dx = Array4::zeros((self.n, self.c_in(), g.h_out(), g.w_out()));
+        from_channel_major(self.dx_cm.view(), None, as3(&mut dx));
+        dx
+    }
+}
+
+impl Module for ConvTranspose2d {
+    fn params(&mut self) -> Vec<Param<'_>> {
+        vec![
+            Param { name: "weight", value: self.weight.view_mut().into_dyn(), grad: self.dweight.view().into_dyn() },
+            Param { name: "bias", value: self.bias.view_mut().into_dyn(), grad: self.dbias.view().into_dyn() },
+        ]
+    }
+
+    fn zero_grad(&mut self) {
+        self.dweight.fill(0.0);
+        self.dbias.fill(0.0);
+    }
+}
+
+/// The reference: the definition as a direct scatter loop, accumulated in f64.
+///
+/// x: [N, C_in, H, W], weight: [C_in, C_out, KH, KW], bias: [C_out]
+pub fn conv_transpose2d_naive(
+    x: ArrayView4<f32>,
+    weight: ArrayView4<f32>,
+    bias: &[f32],
+    stride: usize,
+    padding: usize,
+) -> Array4<f32> {
+    let (n, c_in, h, w) = x.dim();
+    let (_, c_out, kh, kw) = weight.dim();
+    let (ho, wo) = ((h - 1) * stride + kh - 2 * padding, (w - 1) * stride + kw - 2 * padding);
+    let mut acc = ndarray::Array4::<f64>::zeros((n, c_out, ho, wo));
+    for img in 0..n {
+        for c in 0..c_in {
+            for ih in 0..h {
+                for iw in 0..w {
+                    for o in 0..c_out {
+                        for i in 0..kh {
+                            for j in 0..kw {
+                                let oh = (ih * stride + i) as isize - padding as isize;
+                                let ow = (iw * stride + j) as isize - padding as isize;
+                                if oh >= 0 && ow >= 0 && (oh as usize) < ho && (ow as usize) < wo {
+                                    acc[[img, o, oh as usize, ow as usize]] +=
+                                        x[[img, c, ih, iw]] as f64 * weight[[c, o, i, j]] as f64;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Array4::from_shape_fn((n, c_out, ho, wo), |(img, o, oh, ow)| (acc[[img, o, oh, ow]] + bias[o] as f64) as f32)
+}

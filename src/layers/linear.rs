@@ -1,0 +1,118 @@
+//! Fully connected layer, PyTorch's `nn.Linear`: `y = x W^T + b`.
+
+use ndarray::{Array1, Array2, Axis};
+use rand::Rng;
+
+use super::{Module, Param, check_shape};
+use crate::init;
+use crate::kernels::gemm::gemm;
+
+pub struct Linear {
+    /// weight: [F_out, F_in], PyTorch's layout.
+    pub weight: Array2<f32>,
+    /// bias: [F_out]
+    pub bias: Array1<f32>,
+    /// dweight: [F_out, F_in]
+    pub dweight: Array2<f32>,
+    /// dbias: [F_out]
+    pub dbias: Array1<f32>,
+    /// When false, `backward` returns `dx` but leaves `dweight` and `dbias` alone
+    /// (a frozen network that gradients only pass through).
+    pub requires_grad: bool,
+    /// Cache of the latest forward. x: [N, F_in]
+    x: Array2<f32>,
+}
+
+impl Linear {
+    /// PyTorch's default initialisation: weight and bias uniform in
+    /// `[-1/sqrt(F_in), 1/sqrt(F_in)]`.
+    pub fn new(f_in: usize, f_out: usize, rng: &mut impl Rng) -> Self {
+        let bound = 1.0 / (f_in as f32).sqrt();
+        Linear {
+            weight: init::uniform([f_out, f_in], bound, rng),
+            bias: init::uniform(f_out, bound, rng),
+            dweight: Array2::zeros((f_out, f_in)),
+            dbias: Array1::zeros(f_out),
+            requires_grad: true,
+            x: Array2::zeros((0, f_in)),
+        }
+    }
+
+    pub fn f_in(&self) -> usize {
+        self.weight.ncols()
+    }
+
+    pub fn f_out(&self) -> usize {
+        self.weight.nrows()
+    }
+
+    /// x: [N, F_in] -> y: [N, F_out]
+    pub fn forward(&mut self, x: Array2<f32>) -> Array2<f32> {
+        check_shape("Linear", "input", &[None, Some(self.f_in())], x.shape());
+        let mut y = self.bias.broadcast((x.nrows(), self.f_out())).expect("bias broadcast").to_owned();
+        gemm(1.0, x.view(), self.weight.t(), 1.0, y.view_mut());
+        self.x = x;
+        y
+    }
+
+    /// From `y = x W^T + b`:
+    /// - `dx = dy W`                  ([N, F_out] x [F_out, F_in])
+    /// - `dweight += dy^T x`          ([F_out, N] x [N, F_in])
+    /// - `dbias += sum over n of dy`
+    ///
+    /// dy: [N, F_out] -> dx: [N, F_in]
+    pub fn backward(&mut self, dy: Array2<f32>) -> Array2<f32> {
+        check_shape("Linear", "dy", &[Some(self.x.nrows()), Some(self.f_out())], dy.shape());
+        if self.requires_grad {
+            gemm(1.0, dy.t(), self.x.view(), 1.0, self.dweight.view_mut());
+            // Rows are summed in order, so the result does not depend on threads.
+            for row in dy.axis_iter(Axis(0)) {
+                self.dbias += &row;
+            }
+        }
+        let mut dx = Array2::zeros((dy.nrows(), self.f_in()));
+        gemm(1.0, dy.view(), self.weight.view(), 0.0, dx.view_mut());
+        dx
+    }
+}
+
+impl Module for Linear {
+    fn params(&mut self) -> Vec<Param<'_>> {
+        vec![
+            Param { name: "weight", value: self.weight.view_mut().into_dyn(), grad: self.dweight.view().into_dyn() },
+            Param { name: "bias", value: self.bias.view_mut().into_dyn(), grad: self.dbias.view().into_dyn() },
+        ]
+    }
+
+    fn zero_grad(&mut self) {
+        self.dweight.fill(0.0);
+        self.dbias.fill(0.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::gemm::gemm_naive;
+    use crate::testutil::{assert_close, random_array};
+    use rand::SeedableRng;
+    use rand_xoshiro::Xoshiro256PlusPlus;
+
+    #[test]
+    fn forward_matches_naive_matmul() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
+        let mut layer = Linear::new(37, 11, &mut rng);
+        let x = random_array([5, 37], 2);
+        let y = layer.forward(x.clone());
+        let mut expected = layer.bias.broadcast((5, 11)).unwrap().to_owned();
+        gemm_naive(1.0, x.view(), layer.weight.t(), 1.0, expected.view_mut());
+        assert_close(&y, &expected, 1e-5, 1e-6, "linear forward");
+    }
+
+    #[test]
+    #[should_panic(expected = "Linear: input has shape [5, 36], expected [*, 37]")]
+    fn wrong_input_width_names_layer_and_shapes() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
+        Linear::new(37, 11, &mut rng).forward(Array2::zeros((5, 36)));
+    }
+}

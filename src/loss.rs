@@ -1,0 +1,88 @@
+//! Losses with their gradients, each the mean over its elements as in PyTorch's
+//! default `reduction='mean'`. Every function returns the loss (accumulated in f64)
+//! and the gradient of that loss with respect to each differentiable input.
+
+use ndarray::{Array, Array2, ArrayView, ArrayView2, Dimension, Zip};
+
+use crate::layers::activation::sigmoid;
+
+/// PyTorch's `binary_cross_entropy_with_logits`: the mean over elements of
+/// `-(t ln s(z) + (1 - t) ln(1 - s(z)))`, with `s` the logistic function.
+///
+/// Written as `max(z, 0) - z t + ln(1 + exp(-|z|))`, which never takes the log of 0
+/// or the exp of a large number, so any finite logit gives a finite loss.
+/// The gradient is `dlogits = (s(z) - t) / L`, `L` the number of elements.
+///
+/// logits, targets: the same shape -> (loss, dlogits: that shape)
+pub fn bce_with_logits<D: Dimension>(logits: ArrayView<f32, D>, targets: ArrayView<f32, D>) -> (f32, Array<f32, D>) {
+    assert_eq!(logits.shape(), targets.shape(), "bce_with_logits: logits and targets differ in shape");
+    let len = logits.len().max(1) as f64;
+    let mut total = 0f64;
+    Zip::from(&logits).and(&targets).for_each(|&z, &t| {
+        let z = z as f64;
+        total += z.max(0.0) - z * t as f64 + (-z.abs()).exp().ln_1p();
+    });
+    let scale = 1.0 / len as f32;
+    let dlogits = Zip::from(&logits).and(&targets).map_collect(|&z, &t| (sigmoid(z) - t) * scale);
+    ((total / len) as f32, dlogits)
+}
+
+/// PyTorch's `cross_entropy` with class-index targets: the mean over the batch of
+/// `logsumexp(z_n) - z_n[t_n]`. The gradient is `(softmax(z_n) - onehot(t_n)) / N`.
+/// The maximum logit is subtracted before `exp`, so large logits do not overflow.
+///
+/// logits: [N, K], targets: N class indices in `0..K` -> (loss, dlogits: [N, K])
+pub fn cross_entropy(logits: ArrayView2<f32>, targets: &[usize]) -> (f32, Array2<f32>) {
+    let (n, k) = logits.dim();
+    assert_eq!(targets.len(), n, "cross_entropy: {} targets for {n} rows of logits", targets.len());
+    let mut dlogits = Array2::zeros((n, k));
+    let mut total = 0f64;
+    for ((row, mut drow), &t) in logits.outer_iter().zip(dlogits.outer_iter_mut()).zip(targets) {
+        assert!(t < k, "cross_entropy: target {t} is not a class index below {k}");
+        let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+        let sum_exp: f64 = row.iter().map(|&z| (z as f64 - max).exp()).sum();
+        let log_sum_exp = max + sum_exp.ln();
+        total += log_sum_exp - row[t] as f64;
+        for (d, &z) in drow.iter_mut().zip(row.iter()) {
+            *d = ((z as f64 - log_sum_exp).exp() / n as f64) as f32;
+        }
+        drow[t] -= 1.0 / n as f32;
+    }
+    ((total / n.max(1) as f64) as f32, dlogits)
+}
+
+/// The negative log-likelihood of `x` under a normal distribution with the predicted
+/// `mean` and log standard deviation `logstd`, averaged over all elements:
+/// `mean(logstd + 0.5 ((x - mean) exp(-logstd))^2 + 0.5 ln(2 pi))`.
+///
+/// With `e = (x - mean) exp(-logstd)` and `L` elements:
+/// `dmean = -e exp(-logstd) / L` and `dlogstd = (1 - e^2) / L`. `x` is a sampled
+/// code, a constant, so it gets no gradient.
+///
+/// x, mean, logstd: [N, D] -> (loss, dmean: [N, D], dlogstd: [N, D])
+pub fn gaussian_nll(
+    x: ArrayView2<f32>,
+    mean: ArrayView2<f32>,
+    logstd: ArrayView2<f32>,
+) -> (f32, Array2<f32>, Array2<f32>) {
+    assert!(
+        x.dim() == mean.dim() && x.dim() == logstd.dim(),
+        "gaussian_nll: x {:?}, mean {:?} and logstd {:?} must have one shape",
+        x.dim(),
+        mean.dim(),
+        logstd.dim()
+    );
+    let len = x.len().max(1) as f64;
+    let half_ln_2pi = 0.5 * (std::f64::consts::TAU).ln();
+    let mut total = 0f64;
+    let mut dmean = Array2::zeros(x.dim());
+    let mut dlogstd = Array2::zeros(x.dim());
+    Zip::from(&x).and(&mean).and(&logstd).and(&mut dmean).and(&mut dlogstd).for_each(|&x, &mu, &ls, dm, dl| {
+        let inv_std = (-(ls as f64)).exp();
+        let e = (x as f64 - mu as f64) * inv_std;
+        total += ls as f64 + 0.5 * e * e + half_ln_2pi;
+        *dm = (-e * inv_std / len) as f32;
+        *dl = ((1.0 - e * e) / len) as f32;
+    });
+    ((total / len) as f32, dmean, dlogstd)
+}

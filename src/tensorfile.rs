@@ -1,0 +1,104 @@
+//! Reading and writing f32 tensors in the safetensors format (checkpoints, ONNX check
+//! vectors, the PyTorch reference cases), with the string metadata map beside them.
+//! Writes are atomic: a temporary file in the same directory, then a rename.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::Path;
+
+use ndarray::ArrayD;
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+
+use crate::error::{Error, Result};
+
+/// The tensors of one file by name, and its metadata.
+#[derive(Debug, Default, Clone)]
+pub struct TensorFile {
+    pub tensors: BTreeMap<String, ArrayD<f32>>,
+    pub metadata: HashMap<String, String>,
+}
+
+impl TensorFile {
+    /// Reads every tensor of `path`; all must be F32.
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+        Self::parse(&bytes).map_err(|message| Error::bad_file(path, message))
+    }
+
+    fn parse(bytes: &[u8]) -> std::result::Result<Self, String> {
+        let (_, header) =
+            SafeTensors::read_metadata(bytes).map_err(|e| format!("not a valid safetensors file ({e})"))?;
+        let file = SafeTensors::deserialize(bytes).map_err(|e| format!("not a valid safetensors file ({e})"))?;
+        let mut tensors = BTreeMap::new();
+        for (name, view) in file.iter() {
+            if view.dtype() != Dtype::F32 {
+                return Err(format!("tensor {name} is {:?}, expected F32", view.dtype()));
+            }
+            let values: Vec<f32> =
+                view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            let array = ArrayD::from_shape_vec(view.shape().to_vec(), values)
+                .map_err(|e| format!("tensor {name} has an inconsistent shape ({e})"))?;
+            tensors.insert(name.to_string(), array);
+        }
+        Ok(TensorFile { tensors, metadata: header.metadata().clone().unwrap_or_default() })
+    }
+
+    /// The tensor `name`, or an error naming the file and the tensor.
+    pub fn get(&self, name: &str, path: &Path) -> Result<&ArrayD<f32>> {
+        self.tensors.get(name).ok_or_else(|| Error::bad_file(path, format!("has no tensor named {name}")))
+    }
+
+    /// The metadata value `key`, or an error naming the file and the key.
+    pub fn meta(&self, key: &str, path: &Path) -> Result<&str> {
+        self.metadata
+            .get(key)
+            .map(String::as_str)
+            .ok_or_else(|| Error::bad_file(path, format!("has no metadata entry {key}")))
+    }
+
+    /// The file's bytes in the safetensors format.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = self
+            .tensors
+            .iter()
+            .map(|(name, t)| (name.clone(), t.iter().flat_map(|v| v.to_le_bytes()).collect(), t.shape().to_vec()))
+            .collect();
+        let views = bytes.iter().map(|(name, data, shape)| {
+            (name.as_str(), TensorView::new(Dtype::F32, shape.clone(), data).expect("size matches shape"))
+        });
+        let metadata = if self.metadata.is_empty() { None } else { Some(self.metadata.clone()) };
+        safetensors::serialize(views, metadata).expect("f32 tensors always serialize")
+    }
+
+    /// Writes the file atomically: readers see the old file or the new one, never a
+    /// half-written one, even if the process dies midway.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        write_atomically(path, &self.to_bytes())
+    }
+}
+
+/// Writes `bytes` to a temporary file beside `path`, syncs it, and renames it over
+/// `path`.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| Error::Invalid(format!("{} is not a file path", path.display())))?;
+    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::Io {
+            action: "write",
+            path: path.to_path_buf(),
+            source: e,
+            hint: Some(format!("check that {} exists and is writable, and that the disk has space", dir.display())),
+        });
+    }
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io("replace", path, e)
+    })
+}

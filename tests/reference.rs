@@ -1,0 +1,198 @@
+//! Every layer, loss and the optimizer against cases computed with PyTorch.
+//!
+//! Runs each `.safetensors` case in `$REFERENCE_CASES` (default
+//! `../shared/testdata/torch`). A case's metadata names its `op` and settings; its
+//! tensors hold the inputs, the forward output `y` and, for the loss `sum(y * dy)`,
+//! the gradients. A case with an op this test does not know fails the test.
+//!
+//! `cargo test --release --test reference`
+
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array1, Array2, Array4, ArrayD, Ix1, Ix2, Ix4};
+use rand::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+use infogan::layers::{BatchNorm, Conv2d, ConvTranspose2d, LeakyRelu, Linear, Param, Relu, Sigmoid, Tanh};
+use infogan::loss::{bce_with_logits, cross_entropy, gaussian_nll};
+use infogan::optim::Adam;
+use infogan::tensorfile::TensorFile;
+use infogan::testutil::assert_close;
+
+/// float32 against PyTorch's float64: about 1e-4 relative, 1e-5 absolute near zero.
+const RTOL: f32 = 1e-4;
+const ATOL: f32 = 1e-5;
+
+struct Case {
+    path: PathBuf,
+    file: TensorFile,
+}
+
+impl Case {
+    fn t(&self, name: &str) -> ArrayD<f32> {
+        self.file.get(name, &self.path).unwrap().clone()
+    }
+    fn t1(&self, name: &str) -> Array1<f32> {
+        self.t(name).into_dimensionality::<Ix1>().unwrap()
+    }
+    fn t2(&self, name: &str) -> Array2<f32> {
+        self.t(name).into_dimensionality::<Ix2>().unwrap()
+    }
+    fn t4(&self, name: &str) -> Array4<f32> {
+        self.t(name).into_dimensionality::<Ix4>().unwrap()
+    }
+    fn meta<T: std::str::FromStr>(&self, key: &str) -> T {
+        let v = self.file.meta(key, &self.path).unwrap();
+        v.parse().unwrap_or_else(|_| panic!("{}: metadata {key} = {v:?} does not parse", self.path.display()))
+    }
+    /// Compares `actual` with the stored tensor `name`; returns 1 (one check done).
+    fn check<D: ndarray::Dimension>(&self, name: &str, actual: &ndarray::Array<f32, D>) -> usize {
+        let expected = self.t(name);
+        assert_close(&actual.view().into_dyn(), &expected, RTOL, ATOL, &format!("{}: {name}", self.path.display()));
+        1
+    }
+    /// The scalar `loss`, stored with shape [1].
+    fn check_loss(&self, loss: f32) -> usize {
+        self.check("loss", &Array1::from_elem(1, loss))
+    }
+}
+
+fn cases_dir() -> PathBuf {
+    match std::env::var_os("REFERENCE_CASES") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/torch"),
+    }
+}
+
+fn rng() -> Xoshiro256PlusPlus {
+    Xoshiro256PlusPlus::seed_from_u64(0)
+}
+
+/// Runs one case; returns the number of tensors compared.
+fn run(case: &Case) -> usize {
+    let op: String = case.meta("op");
+    match op.as_str() {
+        "linear" => {
+            let w = case.t2("weight");
+            let mut layer = Linear::new(w.ncols(), w.nrows(), &mut rng());
+            layer.weight = w;
+            layer.bias = case.t1("bias");
+            let y = layer.forward(case.t2("x"));
+            let dx = layer.backward(case.t2("dy"));
+            case.check("y", &y)
+                + case.check("dx", &dx)
+                + case.check("dweight", &layer.dweight)
+                + case.check("dbias", &layer.dbias)
+        }
+        "conv2d" => {
+            let w = case.t4("weight");
+            let (c_out, c_in, k, _) = w.dim();
+            let mut layer = Conv2d::new(c_in, c_out, k, case.meta("stride"), case.meta("padding"), &mut rng());
+            layer.weight = w;
+            layer.bias = case.t1("bias");
+            let y = layer.forward(case.t4("x"));
+            let dx = layer.backward(case.t4("dy"));
+            case.check("y", &y)
+                + case.check("dx", &dx)
+                + case.check("dweight", &layer.dweight)
+                + case.check("dbias", &layer.dbias)
+        }
+        "conv_transpose2d" => {
+            let w = case.t4("weight");
+            let (c_in, c_out, k, _) = w.dim();
+            let mut layer = ConvTranspose2d::new(c_in, c_out, k, case.meta("stride"), case.meta("padding"), &mut rng());
+            layer.weight = w;
+            layer.bias = case.t1("bias");
+            let y = layer.forward(case.t4("x"));
+            let dx = layer.backward(case.t4("dy"));
+            case.check("y", &y)
+                + case.check("dx", &dx)
+                + case.check("dweight", &layer.dweight)
+                + case.check("dbias", &layer.dbias)
+        }
+        "batchnorm" => {
+            let mut layer = BatchNorm::new(case.t1("weight").len());
+            layer.weight = case.t1("weight");
+            layer.bias = case.t1("bias");
+            layer.running_mean = case.t1("running_mean");
+            layer.running_var = case.t1("running_var");
+            layer.momentum = case.meta("momentum");
+            layer.eps = case.meta("eps");
+            layer.training = case.meta::<u8>("training") == 1;
+            let y = layer.forward(case.t("x"));
+            let dx = layer.backward(case.t("dy"));
+            case.check("y", &y)
+                + case.check("dx", &dx)
+                + case.check("dweight", &layer.dweight)
+                + case.check("dbias", &layer.dbias)
+                + case.check("running_mean_after", &layer.running_mean)
+                + case.check("running_var_after", &layer.running_var)
+        }
+        "relu" => {
+            let mut layer = Relu::new();
+            let y = layer.forward(case.t("x"));
+            case.check("y", &y) + case.check("dx", &layer.backward(case.t("dy")))
+        }
+        "leaky_relu" => {
+            let mut layer = LeakyRelu::new(case.meta("negative_slope"));
+            let y = layer.forward(case.t("x"));
+            case.check("y", &y) + case.check("dx", &layer.backward(case.t("dy")))
+        }
+        "tanh" => {
+            let mut layer = Tanh::new();
+            let y = layer.forward(case.t("x"));
+            case.check("y", &y) + case.check("dx", &layer.backward(case.t("dy")))
+        }
+        "sigmoid" => {
+            let mut layer = Sigmoid::new();
+            let y = layer.forward(case.t("x"));
+            case.check("y", &y) + case.check("dx", &layer.backward(case.t("dy")))
+        }
+        "bce_with_logits" => {
+            let (loss, dlogits) = bce_with_logits(case.t("logits").view(), case.t("targets").view());
+            case.check_loss(loss) + case.check("dlogits", &dlogits)
+        }
+        "cross_entropy" => {
+            let targets: Vec<usize> = case.t1("targets").iter().map(|&t| t as usize).collect();
+            let (loss, dlogits) = cross_entropy(case.t2("logits").view(), &targets);
+            case.check_loss(loss) + case.check("dlogits", &dlogits)
+        }
+        "gaussian_nll" => {
+            let (loss, dmean, dlogstd) =
+                gaussian_nll(case.t2("x").view(), case.t2("mean").view(), case.t2("logstd").view());
+            case.check_loss(loss) + case.check("dmean", &dmean) + case.check("dlogstd", &dlogstd)
+        }
+        "adam" => {
+            let mut adam = Adam::new(case.meta("lr"), case.meta("beta1"), case.meta("beta2"));
+            adam.eps = case.meta("eps");
+            let mut param = case.t("param");
+            let steps: usize = case.meta("steps");
+            let mut checks = 0;
+            for k in 1..=steps {
+                let grad = case.t(&format!("grad_{k}"));
+                adam.update(vec![Param { name: "param", value: param.view_mut(), grad: grad.view() }]);
+                checks += case.check(&format!("param_{k}"), &param);
+            }
+            checks
+        }
+        other => panic!("{}: unknown op {other:?}: add it to tests/reference.rs", case.path.display()),
+    }
+}
+
+#[test]
+fn every_reference_case_matches_pytorch() {
+    let dir = cases_dir();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read the reference cases in {}: {e} (set REFERENCE_CASES)", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    paths.sort();
+    assert!(!paths.is_empty(), "no .safetensors cases in {}", dir.display());
+    let mut tensors = 0;
+    for path in &paths {
+        let file = TensorFile::read(path).unwrap();
+        tensors += run(&Case { path: path.clone(), file });
+    }
+    println!("reference: checked {} cases ({tensors} tensors) from {} against PyTorch", paths.len(), dir.display());
+}
