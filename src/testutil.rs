@@ -78,3 +78,36 @@ where
     assert_eq!(y.shape(), r.shape(), "dot: shapes differ");
     y.iter().zip(r.iter()).map(|(a, b)| *a as f64 * *b as f64).sum()
 }
+
+/// Panics unless every analytic gradient element is within `tol` of the numeric one in
+/// relative error with a floor: `|a - n| / max(|a|, |n|, floor) <= tol`. The floor keeps
+/// round-off in near-zero gradients from counting as a failure. The message gives the
+/// worst element, its index and a few value pairs.
+pub fn assert_grad_close<D: Dimension>(
+    analytic: &Array<f32, D>,
+    numeric: &Array<f32, D>,
+    tol: f32,
+    floor: f32,
+    what: &str,
+) {
+    assert_eq!(analytic.shape(), numeric.shape(), "{what}: shapes differ");
+    let mut worst: Option<(f32, D::Pattern, f32, f32)> = None;
+    for ((idx, &a), &n) in analytic.indexed_iter().zip(numeric.iter()) {
+        let rel = (a - n).abs() / a.abs().max(n.abs()).max(floor);
+        let rel = if rel.is_nan() { f32::INFINITY } else { rel };
+        if worst.as_ref().is_none_or(|w| rel > w.0) {
+            worst = Some((rel, idx, a, n));
+        }
+    }
+    if let Some((rel, idx, a, n)) = worst
+        && rel > tol
+    {
+        let pairs: Vec<String> =
+            analytic.iter().zip(numeric.iter()).take(4).map(|(a, n)| format!("{a:.5}/{n:.5}")).collect();
+        panic!(
+            "{what}: analytic and numeric gradients differ: worst relative error {rel:.3e} (tolerance {tol}) at \
+             {idx:?}: analytic {a} numeric {n}; first analytic/numeric pairs: {}",
+            pairs.join(", ")
+        );
+    }
+}

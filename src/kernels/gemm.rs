@@ -90,9 +90,9 @@ fn sgemm_block(alpha: f32, a: ArrayView2<f32>, b: ArrayView2<f32>, beta: f32, mu
     if m == 0 || n == 0 {
         return;
     }
-    let [rsa, csa] = strides(&a.strides());
-    let [rsb, csb] = strides(&b.strides());
-    let [rsc, csc] = strides(&c.strides());
+    let (rsa, csa) = (a.strides()[0], a.strides()[1]);
+    let (rsb, csb) = (b.strides()[0], b.strides()[1]);
+    let (rsc, csc) = (c.strides()[0], c.strides()[1]);
     // SAFETY: the pointers and strides come from live ndarray views whose shapes were
     // checked to be [m, k], [k, n] and [m, n], so every element sgemm touches is inside
     // its view. `c` is a unique mutable view, so it aliases neither `a` nor `b`, and
@@ -115,10 +115,6 @@ fn sgemm_block(alpha: f32, a: ArrayView2<f32>, b: ArrayView2<f32>, beta: f32, mu
             csc,
         );
     }
-}
-
-fn strides(s: &[isize]) -> [isize; 2] {
-    [s[0], s[1]]
 }
 
 fn check_shapes(what: &str, a: &ArrayView2<f32>, b: &ArrayView2<f32>, c: &ArrayViewMut2<f32>) {

@@ -7,7 +7,7 @@ use ndarray::{Array, ArrayD, Dimension, Zip};
 use super::check_shape;
 
 /// `y = max(x, 0)`. PyTorch's gradient at exactly 0 is 0, and so is ours.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Relu {
     /// Cache: positive: x > 0, the shape of x.
     positive: ArrayD<bool>,
@@ -31,6 +31,7 @@ impl Relu {
 
 /// `y = x` for `x > 0`, else `negative_slope * x` (PyTorch's default slope is 0.01;
 /// InfoGAN uses 0.1).
+#[derive(Clone)]
 pub struct LeakyRelu {
     pub negative_slope: f32,
     /// Cache: positive: x > 0, the shape of x.
@@ -83,7 +84,7 @@ fn leaky_backward<D: Dimension>(
 }
 
 /// `y = tanh(x)`.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Tanh {
     /// Cache: y: the output, which is all the gradient needs.
     y: ArrayD<f32>,
@@ -108,7 +109,7 @@ impl Tanh {
 }
 
 /// `y = 1 / (1 + exp(-x))`.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Sigmoid {
     /// Cache: y: the output, which is all the gradient needs.
     y: ArrayD<f32>,

@@ -18,6 +18,7 @@ use rayon::prelude::*;
 
 use super::{Buffer, Module, Param, check_shape};
 
+#[derive(Clone)]
 pub struct BatchNorm {
     /// weight (gamma): [C]
     pub weight: Array1<f32>,

@@ -13,6 +13,7 @@ use crate::kernels::gemm::gemm;
 use crate::kernels::im2col::{ConvGeom, col2im, from_channel_major, im2col, row_sums_into, to_channel_major};
 use crate::kernels::resize;
 
+#[derive(Clone)]
 pub struct Conv2d {
     /// weight: [C_out, C_in, KH, KW], PyTorch's layout.
     pub weight: Array4<f32>,

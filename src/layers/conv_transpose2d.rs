@@ -19,6 +19,7 @@ use crate::kernels::gemm::gemm;
 use crate::kernels::im2col::{ConvGeom, channel_sums_into, col2im, from_channel_major, im2col, to_channel_major};
 use crate::kernels::resize;
 
+#[derive(Clone)]
 pub struct ConvTranspose2d {
     /// weight: [C_in, C_out, KH, KW], PyTorch's layout.
     pub weight: Array4<f32>,

@@ -7,6 +7,7 @@ use super::{Module, Param, check_shape};
 use crate::init;
 use crate::kernels::gemm::gemm;
 
+#[derive(Clone)]
 pub struct Linear {
     /// weight: [F_out, F_in], PyTorch's layout.
     pub weight: Array2<f32>,

@@ -1,0 +1,104 @@
+//! The fast kernels against their naive references: the parallel GEMM against a
+//! triple loop, and Conv2d / ConvTranspose2d against direct loops, on odd sizes,
+//! transposed and strided operands, strides and paddings.
+
+use ndarray::{Array2, Array4, s};
+use proptest::prelude::*;
+use proptest::test_runner::RngSeed;
+use rand::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+use infogan::kernels::gemm::{block_plan, gemm, gemm_naive};
+use infogan::layers::conv_transpose2d::conv_transpose2d_naive;
+use infogan::layers::conv2d::conv2d_naive;
+use infogan::layers::{Conv2d, ConvTranspose2d};
+use infogan::testutil::{assert_close, random_array};
+
+fn config() -> ProptestConfig {
+    let defaults = ProptestConfig::default();
+    let rng_seed =
+        if std::env::var_os("PROPTEST_RNG_SEED").is_some() { defaults.rng_seed } else { RngSeed::Fixed(1024) };
+    let cases = if std::env::var_os("PROPTEST_CASES").is_some() { defaults.cases } else { 48 };
+    ProptestConfig { cases, rng_seed, failure_persistence: None, ..defaults }
+}
+
+/// f32 products of length K against an f64 reference: a few ulps per term.
+fn gemm_tol(k: usize) -> f32 {
+    2e-6 * (k as f32).sqrt().max(1.0) * 4.0
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Odd sizes, either operand transposed, C a strided window into a larger matrix,
+    /// and alpha / beta other than 1 / 0.
+    #[test]
+    fn gemm_matches_triple_loop(
+        m in 1usize..80, k in 1usize..80, n in 1usize..80,
+        ta in any::<bool>(), tb in any::<bool>(), alpha in -2.0f32..2.0, beta in prop::sample::select(vec![0.0f32, 1.0, -0.5]),
+        seed in any::<u64>(),
+    ) {
+        let a_store: Array2<f32> = random_array(if ta { [k, m] } else { [m, k] }, seed);
+        let b_store: Array2<f32> = random_array(if tb { [n, k] } else { [k, n] }, seed ^ 1);
+        let a = if ta { a_store.t() } else { a_store.view() };
+        let b = if tb { b_store.t() } else { b_store.view() };
+        // C lives in every other column of a wider matrix.
+        let mut c_fast: Array2<f32> = random_array([m, 2 * n], seed ^ 2);
+        let mut c_naive = c_fast.clone();
+        gemm(alpha, a, b, beta, c_fast.slice_mut(s![.., ..;2]));
+        gemm_naive(alpha, a, b, beta, c_naive.slice_mut(s![.., ..;2]));
+        assert_close(&c_fast, &c_naive, 1e-4, gemm_tol(k), &format!("gemm {m}x{k}x{n} ta={ta} tb={tb}"));
+    }
+
+    #[test]
+    fn conv2d_matches_direct_loop(
+        n in 1usize..4, c_in in 1usize..6, c_out in 1usize..6, k in 1usize..6,
+        stride in 1usize..4, padding in 0usize..3, h in 1usize..12, w in 1usize..12, seed in any::<u64>(),
+    ) {
+        let (h, w) = ((h + 2 * padding).max(k) - 2 * padding, (w + 2 * padding).max(k) - 2 * padding);
+        let mut layer = Conv2d::new(c_in, c_out, k, stride, padding, &mut Xoshiro256PlusPlus::seed_from_u64(seed));
+        let x: Array4<f32> = random_array([n, c_in, h, w], seed ^ 1);
+        let expected = conv2d_naive(x.view(), layer.weight.view(), layer.bias.as_slice().unwrap(), stride, padding);
+        let y = layer.forward(x);
+        assert_close(&y, &expected, 1e-4, 1e-5, "conv2d");
+    }
+
+    #[test]
+    fn conv_transpose2d_matches_direct_loop(
+        n in 1usize..4, c_in in 1usize..6, c_out in 1usize..6, k in 1usize..6,
+        stride in 1usize..4, padding in 0usize..3, h in 1usize..9, w in 1usize..9, seed in any::<u64>(),
+    ) {
+        let padding = padding.min(((h.min(w) - 1) * stride + k - 1) / 2);
+        let mut layer = ConvTranspose2d::new(c_in, c_out, k, stride, padding, &mut Xoshiro256PlusPlus::seed_from_u64(seed));
+        let x: Array4<f32> = random_array([n, c_in, h, w], seed ^ 1);
+        let expected = conv_transpose2d_naive(x.view(), layer.weight.view(), layer.bias.as_slice().unwrap(), stride, padding);
+        let y = layer.forward(x);
+        assert_close(&y, &expected, 1e-4, 1e-5, "conv_transpose2d");
+    }
+}
+
+/// Sizes large enough that `gemm` cuts C into blocks (of rows, and of columns), with a
+/// ragged last block.
+#[test]
+fn blocked_gemm_matches_triple_loop() {
+    for &(m, k, n) in &[(300, 70, 50), (50, 70, 333), (129, 200, 131), (64, 6272 / 8, 1024)] {
+        let plan = block_plan(m, k, n);
+        assert!(plan.count > 1, "{m}x{k}x{n} should be split, plan {plan:?}");
+        let a: Array2<f32> = random_array([m, k], 1);
+        let b: Array2<f32> = random_array([k, n], 2);
+        let mut c_fast = Array2::from_elem((m, n), f32::NAN);
+        let mut c_naive = Array2::zeros((m, n));
+        gemm(1.0, a.view(), b.view(), 0.0, c_fast.view_mut());
+        gemm_naive(1.0, a.view(), b.view(), 0.0, c_naive.view_mut());
+        assert_close(&c_fast, &c_naive, 1e-4, gemm_tol(k), &format!("gemm {m}x{k}x{n} plan {plan:?}"));
+    }
+}
+
+#[test]
+fn block_plan_depends_on_shape_alone_and_covers_c() {
+    for &(m, k, n) in &[(1024, 1024, 1024), (128, 1024, 3136), (64, 6272, 1024), (3, 3, 3), (1, 100000, 1)] {
+        let plan = block_plan(m, k, n);
+        let len = if plan.split_rows { m } else { n };
+        assert!(plan.size * plan.count >= len && plan.size * (plan.count - 1) < len, "{plan:?} for {m}x{k}x{n}");
+    }
+}
