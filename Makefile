@@ -9,6 +9,7 @@ help:
 	@echo "make lint            cargo fmt --check and clippy with warnings as errors"
 	@echo "make bench           GEMM and layer throughput (cargo bench)"
 	@echo "make build           build the release binary target/release/infogan"
+	@echo "make data DATASET=d  fetch a dataset (mnist, fashion-mnist, cifar10) into data/d/"
 
 build:
 	$(CARGO) build --release
@@ -22,3 +23,9 @@ lint:
 
 bench:
 	$(CARGO) bench
+
+DATASET ?= mnist
+
+.PHONY: data
+data:
+	@data/fetch.sh $(DATASET)

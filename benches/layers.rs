@@ -66,7 +66,7 @@ fn bench_layers(crit: &mut Criterion) {
         let (c_out, p_out) = (y.dim().1, y.dim().2 * y.dim().3);
         let macs = match layer {
             Layer::Conv(_) => c_out * *c * 16 * p_out,
-            Layer::Deconv(_) => c_out * *c * 16 * h.clone() * w.clone(),
+            Layer::Deconv(_) => c_out * *c * 16 * *h * *w,
         };
         let flops = 3.0 * 2.0 * (BATCH * macs) as f64;
         for threads in [1, all] {

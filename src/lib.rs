@@ -18,11 +18,13 @@
 //!
 //! Images are `[N, C, H, W]` and features `[N, F]`, row-major, as in PyTorch.
 
+pub mod data;
 pub mod error;
 pub mod init;
 pub mod kernels;
 pub mod layers;
 pub mod loss;
 pub mod optim;
+pub mod output;
 pub mod tensorfile;
 pub mod testutil;

@@ -1,0 +1,3 @@
+//! What a run leaves behind: PNG images and grids.
+
+pub mod png;
