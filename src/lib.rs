@@ -18,13 +18,16 @@
 //!
 //! Images are `[N, C, H, W]` and features `[N, F]`, row-major, as in PyTorch.
 
+pub mod cli;
 pub mod data;
 pub mod error;
 pub mod init;
 pub mod kernels;
 pub mod layers;
 pub mod loss;
+pub mod models;
 pub mod optim;
 pub mod output;
 pub mod tensorfile;
 pub mod testutil;
+pub mod train;

@@ -1,3 +1,5 @@
-//! What a run leaves behind: PNG images and grids.
+//! What a run leaves behind: PNG images and grids, CSV logs.
 
+pub mod csv;
+pub mod grid;
 pub mod png;

@@ -1,0 +1,53 @@
+//! `infogan bench`: timed training steps on random data, one JSON line of results.
+
+use std::time::Instant;
+
+use ndarray::Array4;
+use rand::{RngExt, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+use crate::error::Result;
+use crate::train::Trainer;
+
+pub struct BenchArgs {
+    pub config: crate::train::TrainConfig,
+    pub steps: usize,
+    pub warmup: usize,
+    pub threads: usize,
+}
+
+/// Runs `warmup` untimed steps, then `steps` timed ones, and prints
+/// `{"dataset":..,"model":..,"batch_size":..,"threads":..,"steps":..,"images_per_s":..,"ms_per_step_median":..}`.
+pub fn run(args: BenchArgs) -> Result<()> {
+    let config = args.config;
+    let (c, h, w) = config.arch.dataset.image_shape();
+    let n = config.batch_size;
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
+    let real = Array4::from_shape_simple_fn((n, c, h, w), || rng.random_range(-1.0f32..1.0));
+    let mut trainer = Trainer::new(config.clone());
+    for _ in 0..args.warmup {
+        trainer.train_step(real.clone());
+    }
+    let mut times = Vec::with_capacity(args.steps);
+    for _ in 0..args.steps {
+        let start = Instant::now();
+        trainer.train_step(real.clone());
+        times.push(start.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let total: f64 = times.iter().sum();
+    let line = serde_json::json!({
+        "dataset": config.arch.dataset.name(),
+        "model": config.model.name(),
+        "batch_size": n,
+        "threads": args.threads,
+        "steps": args.steps,
+        "images_per_s": (n as f64 / median * 10.0).round() / 10.0,
+        "images_per_s_mean": (n as f64 * times.len() as f64 / total * 10.0).round() / 10.0,
+        "ms_per_step_median": (median * 1e4).round() / 10.0,
+        "ms_per_step_min": (times[0] * 1e4).round() / 10.0,
+    });
+    println!("{line}");
+    Ok(())
+}

@@ -1,0 +1,302 @@
+//! The `infogan` command line: argument parsing, and one module per subcommand.
+
+pub mod bench;
+pub mod sample;
+pub mod train;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::data::DatasetKind;
+use crate::error::{Error, Result};
+use crate::models::{Architecture, LatentSpec, ModelKind, default_latent};
+use crate::train::TrainConfig;
+
+#[derive(Parser)]
+#[command(
+    name = "infogan",
+    version,
+    about = "InfoGAN and plain GANs on a CPU, with every layer written by hand",
+    long_about = "InfoGAN and plain GANs on a CPU, with every layer written by hand.\n\n\
+                  Start with `infogan train --dataset mnist` (or `make train DATASET=mnist`, which also fetches the \
+                  data). Each subcommand's --help explains its flags."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train an InfoGAN (or a plain GAN) and write samples, curves and a checkpoint
+    Train(train::TrainArgs),
+    /// Generate images for chosen codes from a checkpoint
+    Sample(sample::SampleArgs),
+    /// Time training steps on random data and print one JSON line
+    Bench(BenchArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DatasetArg {
+    Mnist,
+    FashionMnist,
+    Cifar10,
+}
+
+impl From<DatasetArg> for DatasetKind {
+    fn from(d: DatasetArg) -> Self {
+        match d {
+            DatasetArg::Mnist => DatasetKind::Mnist,
+            DatasetArg::FashionMnist => DatasetKind::FashionMnist,
+            DatasetArg::Cifar10 => DatasetKind::Cifar10,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ModelArg {
+    /// InfoGAN: the information term in both losses
+    Infogan,
+    /// A plain GAN: no information term; Q is trained only as a probe
+    Gan,
+}
+
+impl From<ModelArg> for ModelKind {
+    fn from(m: ModelArg) -> Self {
+        match m {
+            ModelArg::Infogan => ModelKind::InfoGan,
+            ModelArg::Gan => ModelKind::Gan,
+        }
+    }
+}
+
+/// The model and optimisation flags shared by `train` and `bench`. Each is optional
+/// so that `--resume` can tell a flag the user gave from a default.
+#[derive(Args, Clone, Debug, Default)]
+pub struct ModelFlags {
+    /// Noise values in the latent vector, uniform in [-1, 1] [default: 62 for MNIST and Fashion-MNIST, 100 for
+    /// CIFAR-10]
+    #[arg(long, value_name = "N")]
+    pub noise: Option<usize>,
+    /// Categorical codes, as a comma-separated list of their sizes ("none" for no code) [default: 10]
+    #[arg(long, value_name = "K[,K...]")]
+    pub categorical: Option<String>,
+    /// Continuous codes, uniform in [-1, 1] [default: 2]
+    #[arg(long, value_name = "N")]
+    pub continuous: Option<usize>,
+    /// Weight of the categorical codes' information loss [default: 1]
+    #[arg(long, value_name = "W")]
+    pub lambda_cat: Option<f32>,
+    /// Weight of the continuous codes' information loss [default: 0.1]
+    #[arg(long, value_name = "W")]
+    pub lambda_cont: Option<f32>,
+    /// Adam learning rate of the discriminator and its Q head [default: 2e-4]
+    #[arg(long, value_name = "LR")]
+    pub lr_d: Option<f32>,
+    /// Adam learning rate of the generator [default: 1e-3]
+    #[arg(long, value_name = "LR")]
+    pub lr_g: Option<f32>,
+    /// Adam beta1 [default: 0.5]
+    #[arg(long)]
+    pub beta1: Option<f32>,
+    /// Adam beta2 [default: 0.999]
+    #[arg(long)]
+    pub beta2: Option<f32>,
+}
+
+/// Default epochs of `make train`: about 15 to 20 minutes on a 2-core machine for
+/// MNIST-sized data.
+pub fn default_epochs(dataset: DatasetKind) -> usize {
+    match dataset {
+        DatasetKind::Mnist | DatasetKind::FashionMnist => 5,
+        DatasetKind::Cifar10 => 60,
+    }
+}
+
+impl ModelFlags {
+    /// The full configuration: the flags given, the defaults for the rest.
+    pub fn config(
+        &self,
+        dataset: DatasetKind,
+        model: ModelKind,
+        batch_size: usize,
+        epochs: usize,
+        seed: u64,
+    ) -> Result<TrainConfig> {
+        let mut latent = default_latent(dataset);
+        if let Some(n) = self.noise {
+            latent.noise = n;
+        }
+        if let Some(list) = &self.categorical {
+            latent.categorical = parse_categorical(list)?;
+        }
+        if let Some(n) = self.continuous {
+            latent.continuous = n;
+        }
+        let config = TrainConfig {
+            arch: Architecture { dataset, latent },
+            model,
+            lambda_cat: self.lambda_cat.unwrap_or(1.0),
+            lambda_cont: self.lambda_cont.unwrap_or(0.1),
+            lr_d: self.lr_d.unwrap_or(2e-4),
+            lr_g: self.lr_g.unwrap_or(1e-3),
+            beta1: self.beta1.unwrap_or(0.5),
+            beta2: self.beta2.unwrap_or(0.999),
+            batch_size,
+            epochs,
+            seed,
+        };
+        validate(&config)?;
+        Ok(config)
+    }
+
+    /// The flags that were given and differ from `config` (for `--resume`).
+    pub fn conflicts(&self, config: &TrainConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut differ = |flag: &str, given: Option<String>, stored: String| {
+            if let Some(g) = given
+                && g != stored
+            {
+                out.push(format!("--{flag} {g} (the checkpoint has {stored})"));
+            }
+        };
+        let l = &config.arch.latent;
+        differ("noise", self.noise.map(|v| v.to_string()), l.noise.to_string());
+        differ(
+            "categorical",
+            self.categorical.as_ref().and_then(|c| parse_categorical(c).ok()).map(|v| format!("{v:?}")),
+            format!("{:?}", l.categorical),
+        );
+        differ("continuous", self.continuous.map(|v| v.to_string()), l.continuous.to_string());
+        differ("lambda-cat", self.lambda_cat.map(|v| v.to_string()), config.lambda_cat.to_string());
+        differ("lambda-cont", self.lambda_cont.map(|v| v.to_string()), config.lambda_cont.to_string());
+        differ("lr-d", self.lr_d.map(|v| v.to_string()), config.lr_d.to_string());
+        differ("lr-g", self.lr_g.map(|v| v.to_string()), config.lr_g.to_string());
+        differ("beta1", self.beta1.map(|v| v.to_string()), config.beta1.to_string());
+        differ("beta2", self.beta2.map(|v| v.to_string()), config.beta2.to_string());
+        out
+    }
+}
+
+fn parse_categorical(list: &str) -> Result<Vec<usize>> {
+    if list.trim() == "none" || list.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    list.split(',')
+        .map(|k| match k.trim().parse::<usize>() {
+            Ok(k) if k >= 2 => Ok(k),
+            _ => Err(Error::Invalid(format!(
+                "--categorical {list:?}: each code size must be a whole number of at least 2, as in --categorical 10 \
+                 or --categorical 10,4"
+            ))),
+        })
+        .collect()
+}
+
+/// Checks the values a user can set; the message names the flag.
+pub fn validate(config: &TrainConfig) -> Result<()> {
+    let bad = |msg: String| Err(Error::Invalid(msg));
+    let positive = |v: f32| v.is_finite() && v > 0.0;
+    if config.batch_size < 2 {
+        return bad(format!(
+            "--batch-size {} is too small: batch norm needs at least 2 images per batch",
+            config.batch_size
+        ));
+    }
+    if !positive(config.lr_d) || !positive(config.lr_g) {
+        return bad(format!(
+            "learning rates must be positive numbers, got --lr-d {} --lr-g {}",
+            config.lr_d, config.lr_g
+        ));
+    }
+    for (flag, b) in [("beta1", config.beta1), ("beta2", config.beta2)] {
+        if !(0.0..1.0).contains(&b) {
+            return bad(format!("--{flag} {b} must be in [0, 1)"));
+        }
+    }
+    for (flag, l) in [("lambda-cat", config.lambda_cat), ("lambda-cont", config.lambda_cont)] {
+        if !(l.is_finite() && l >= 0.0) {
+            return bad(format!("--{flag} {l} must be a number >= 0"));
+        }
+    }
+    let latent: &LatentSpec = &config.arch.latent;
+    if latent.size() == 0 {
+        return bad("the latent vector is empty: give --noise, --categorical or --continuous".into());
+    }
+    if config.epochs == 0 {
+        return bad("--epochs must be at least 1".into());
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Architecture to time (random data of its image shape; no dataset files needed)
+    #[arg(long, value_enum, default_value_t = DatasetArg::Mnist)]
+    dataset: DatasetArg,
+    /// Images per step
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    batch_size: usize,
+    /// Timed steps (after 3 untimed warm-up steps)
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    steps: usize,
+    /// Worker threads [default: all cores, or RAYON_NUM_THREADS]
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// InfoGAN or the plain GAN
+    #[arg(long, value_enum, default_value_t = ModelArg::Infogan)]
+    model: ModelArg,
+    #[command(flatten)]
+    flags: ModelFlags,
+}
+
+/// Sets the size of the global thread pool (`None`: rayon's default, all cores or
+/// RAYON_NUM_THREADS). Returns the number of threads in use.
+pub fn set_threads(threads: Option<usize>) -> Result<usize> {
+    if let Some(n) = threads {
+        if n == 0 {
+            return Err(Error::Invalid("--threads must be at least 1".into()));
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| Error::Invalid(format!("cannot start {n} threads: {e}")))?;
+    }
+    Ok(rayon::current_num_threads())
+}
+
+/// Parses the command line and runs the subcommand.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train(args) => train::run(args),
+        Command::Sample(args) => sample::run(args),
+        Command::Bench(args) => {
+            let threads = set_threads(args.threads)?;
+            if args.steps == 0 {
+                return Err(Error::Invalid("--steps must be at least 1".into()));
+            }
+            let dataset = args.dataset.into();
+            let config = args.flags.config(dataset, args.model.into(), args.batch_size, 1, 1)?;
+            bench::run(bench::BenchArgs { config, steps: args.steps, warmup: 3, threads })
+        }
+    }
+}
+
+/// The entry point of the binary: runs the command and turns an error into a message
+/// on stderr and exit status 1.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `runs/<dataset>-<model>`, the default output folder.
+pub fn default_out(dataset: DatasetKind, model: ModelKind) -> PathBuf {
+    PathBuf::from("runs").join(format!("{}-{}", dataset.name(), model.name()))
+}

@@ -1,0 +1,419 @@
+//! `infogan train`: the training loop, its progress display, and the files it leaves
+//! at every epoch end.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use clap::Args;
+use rand::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+use super::{DatasetArg, ModelArg, ModelFlags, default_epochs, default_out, set_threads};
+use crate::data::{self, DatasetKind, Shuffler, Split};
+use crate::error::{Error, Result};
+use crate::models::{Generator, LatentBatch};
+use crate::output::csv::{CsvLog, LOSS_HEADER};
+use crate::output::grid::tile;
+use crate::train::{StepStats, TrainConfig, Trainer, checkpoint, epoch_rng};
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Dataset to train on [default: mnist]
+    #[arg(long, value_enum)]
+    dataset: Option<DatasetArg>,
+    /// Folder holding the dataset's official files [default: data/<dataset>]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Folder for samples, curves, logs and the checkpoint [default: runs/<dataset>-<model>]
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Passes over the training set [default: 5 for MNIST and Fashion-MNIST, 60 for CIFAR-10]
+    #[arg(long, value_name = "N")]
+    epochs: Option<usize>,
+    /// Stop after N optimizer steps in total, counting those before a --resume, and write the checkpoint and
+    /// outputs as at an epoch end
+    #[arg(long, value_name = "N")]
+    max_steps: Option<u64>,
+    /// Images per mini-batch [default: 64]
+    #[arg(long, value_name = "N")]
+    batch_size: Option<usize>,
+    /// Seed of every random choice: initial weights, data order, latent vectors [default: 1]
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+    /// Worker threads [default: all cores, or RAYON_NUM_THREADS]
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// InfoGAN, or the plain GAN baseline [default: infogan]
+    #[arg(long, value_enum)]
+    model: Option<ModelArg>,
+    /// Continue from <out>/checkpoint.safetensors; the checkpoint's configuration is used, and --epochs or
+    /// --max-steps may extend the run
+    #[arg(long)]
+    resume: bool,
+    /// Write a losses.csv row every N steps (averaged over them)
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    log_every: u64,
+    #[command(flatten)]
+    flags: ModelFlags,
+}
+
+/// Set by Ctrl-C: the loop finishes its step, writes the checkpoint and stops.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let threads = set_threads(args.threads)?;
+    let (mut trainer, out) = if args.resume { resume(&args)? } else { fresh(&args)? };
+    let config = trainer.config.clone();
+    let dataset = config.arch.dataset;
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| dataset.default_dir());
+    let train_set = data::load(dataset, &data_dir, Split::Train)?;
+    let mut shuffler = Shuffler::new(train_set.len(), config.batch_size);
+    let per_epoch = shuffler.batches_per_epoch() as u64;
+    if per_epoch == 0 {
+        return Err(Error::Invalid(format!(
+            "--batch-size {} is larger than the {} training images in {}",
+            config.batch_size,
+            train_set.len(),
+            data_dir.display()
+        )));
+    }
+    let total_steps = (config.epochs as u64 * per_epoch).min(args.max_steps.unwrap_or(u64::MAX));
+    if trainer.step >= total_steps {
+        eprintln!(
+            "infogan: the checkpoint in {} is already at step {} of {total_steps}; raise --epochs or --max-steps to \
+             train further",
+            out.display(),
+            trainer.step
+        );
+        return Ok(());
+    }
+    let handler = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
+    if let Err(e) = handler {
+        eprintln!("infogan: warning: Ctrl-C will not save a checkpoint ({e})");
+    }
+    eprintln!(
+        "infogan: training {} on {} ({} images, {per_epoch} steps per epoch) with {threads} threads; latent {}",
+        config.model.name(),
+        dataset,
+        train_set.len(),
+        config.arch.latent
+    );
+    eprintln!("infogan: writing to {}", out.display());
+
+    let mut log = CsvLog::open(&out.join("losses.csv"), LOSS_HEADER, trainer.step)?;
+    let mut progress = Progress::new(total_steps, trainer.step, per_epoch);
+    let mut window = Window::default();
+    let mut epoch = (trainer.step / per_epoch) as usize;
+    shuffler.shuffle(&mut epoch_rng(config.seed, epoch));
+    loop {
+        let batch = (trainer.step % per_epoch) as usize;
+        let real = train_set.batch(shuffler.batch(batch));
+        let started = Instant::now();
+        let stats = trainer.train_step(real);
+        window.add(&stats, config.batch_size, started.elapsed().as_secs_f64());
+        if ![stats.d_loss, stats.g_loss, stats.info_loss].iter().all(|v| v.is_finite()) {
+            progress.finish();
+            return Err(Error::Training(format!(
+                "a loss became non-finite at step {} (d_loss {}, g_loss {}, info_loss {}); training stopped. The last \
+                 good checkpoint, from the end of the last epoch, is still in {}. Try smaller learning rates \
+                 (--lr-d, --lr-g) or another --seed.",
+                trainer.step,
+                stats.d_loss,
+                stats.g_loss,
+                stats.info_loss,
+                out.display()
+            )));
+        }
+        let epoch_done = trainer.step.is_multiple_of(per_epoch);
+        let stop = trainer.step >= total_steps || INTERRUPTED.load(Ordering::SeqCst);
+        if trainer.step.is_multiple_of(args.log_every) || epoch_done || stop {
+            let row = window.row(epoch + 1, trainer.step);
+            log.row(&row.iter().map(|v| format!("{v}")).collect::<Vec<_>>())?;
+            progress.update(trainer.step, epoch + 1, &window);
+            window = Window::default();
+        } else {
+            progress.tick(trainer.step);
+        }
+        if epoch_done || stop {
+            log.flush()?;
+            write_epoch_outputs(&mut trainer, &out, epoch + 1)?;
+            progress.message(&format!(
+                "epoch {} done at step {}: checkpoint and samples written",
+                epoch + 1,
+                trainer.step
+            ));
+        }
+        if stop {
+            break;
+        }
+        if epoch_done {
+            epoch += 1;
+            shuffler.shuffle(&mut epoch_rng(config.seed, epoch));
+        }
+    }
+    progress.finish();
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        eprintln!(
+            "infogan: interrupted at step {}; the checkpoint is saved: continue with `infogan train --resume --out {}`",
+            trainer.step,
+            out.display()
+        );
+    } else {
+        eprintln!("infogan: done, {} steps; results in {}", trainer.step, out.display());
+    }
+    Ok(())
+}
+
+fn fresh(args: &TrainArgs) -> Result<(Trainer, PathBuf)> {
+    let dataset: DatasetKind = args.dataset.unwrap_or(DatasetArg::Mnist).into();
+    let model = args.model.unwrap_or(ModelArg::Infogan).into();
+    let epochs = args.epochs.unwrap_or_else(|| default_epochs(dataset));
+    let config = args.flags.config(dataset, model, args.batch_size.unwrap_or(64), epochs, args.seed.unwrap_or(1))?;
+    let out = args.out.clone().unwrap_or_else(|| default_out(dataset, model));
+    prepare_out(&out)?;
+    Ok((Trainer::new(config), out))
+}
+
+fn resume(args: &TrainArgs) -> Result<(Trainer, PathBuf)> {
+    let dataset: Option<DatasetKind> = args.dataset.map(Into::into);
+    let out = match &args.out {
+        Some(out) => out.clone(),
+        None => default_out(dataset.unwrap_or(DatasetKind::Mnist), args.model.unwrap_or(ModelArg::Infogan).into()),
+    };
+    let path = out.join("checkpoint.safetensors");
+    if !path.is_file() {
+        return Err(Error::Invalid(format!(
+            "--resume: there is no checkpoint at {}; start a run without --resume, or pass --out with the folder of \
+             the run to continue",
+            path.display()
+        )));
+    }
+    let mut trainer = checkpoint::load(&path)?.into_trainer(&path)?;
+    let c: &TrainConfig = &trainer.config;
+    let mut conflicts = args.flags.conflicts(c);
+    if let Some(d) = dataset
+        && d != c.arch.dataset
+    {
+        conflicts.push(format!("--dataset {d} (the checkpoint has {})", c.arch.dataset));
+    }
+    if let Some(m) = args.model.map(crate::models::ModelKind::from)
+        && m != c.model
+    {
+        conflicts.push(format!("--model {} (the checkpoint has {})", m.name(), c.model.name()));
+    }
+    if let Some(b) = args.batch_size
+        && b != c.batch_size
+    {
+        conflicts.push(format!("--batch-size {b} (the checkpoint has {})", c.batch_size));
+    }
+    if let Some(s) = args.seed
+        && s != c.seed
+    {
+        conflicts.push(format!("--seed {s} (the checkpoint has {})", c.seed));
+    }
+    if !conflicts.is_empty() {
+        return Err(Error::Invalid(format!(
+            "--resume continues the run in {} with its own settings, but these flags differ: {}. Drop them, or start a \
+             new run with another --out",
+            out.display(),
+            conflicts.join(", ")
+        )));
+    }
+    if let Some(e) = args.epochs {
+        trainer.config.epochs = e;
+    }
+    eprintln!("infogan: resuming from {} at step {}", path.display(), trainer.step);
+    Ok((trainer, out))
+}
+
+fn prepare_out(out: &Path) -> Result<()> {
+    for dir in [out.to_path_buf(), out.join("samples"), out.join("traversals")] {
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
+            action: "create the folder",
+            path: dir.clone(),
+            source: e,
+            hint: Some("pass --out with a folder you can write to".into()),
+        })?;
+    }
+    Ok(())
+}
+
+/// Rows of the sample grid and of the traversals: one per categorical value.
+const GRID_ROWS: usize = 10;
+/// Columns: noise vectors in the sample grid, code values in a traversal.
+const GRID_COLS: usize = 10;
+
+/// The fixed latents of the pictures, the same at every epoch: drawn from an RNG of
+/// their own so that writing them never changes the training RNG.
+fn picture_latents(trainer: &Trainer) -> (LatentBatch, Vec<LatentBatch>) {
+    let spec = &trainer.config.arch.latent;
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(trainer.config.seed ^ 0x5A4D_504C_4553);
+    let grid = spec.grid(GRID_ROWS, GRID_COLS, &mut rng);
+    let traversals =
+        (0..spec.continuous).map(|j| spec.traversal(j, GRID_ROWS, GRID_COLS, -2.0, 2.0, &mut rng)).collect();
+    (grid, traversals)
+}
+
+/// Images of the generator in evaluation mode (batch norm's running statistics), so
+/// that drawing pictures changes no training state.
+pub fn generate(generator: &mut Generator, z: &ndarray::Array2<f32>) -> ndarray::Array4<f32> {
+    generator.net.set_training(false);
+    let images = generator.forward(z.clone());
+    generator.net.set_training(true);
+    images
+}
+
+/// The sample grid, the traversals and the checkpoint of an epoch end.
+fn write_epoch_outputs(trainer: &mut Trainer, out: &Path, epoch: usize) -> Result<()> {
+    prepare_out(out)?;
+    let (grid, traversals) = picture_latents(trainer);
+    let images = generate(&mut trainer.generator, &grid.z);
+    tile(&images, GRID_ROWS, GRID_COLS).save(&out.join("samples").join(format!("epoch_{epoch:03}.png")))?;
+    for (j, t) in traversals.iter().enumerate() {
+        let images = generate(&mut trainer.generator, &t.z);
+        let path = out.join("traversals").join(format!("epoch_{epoch:03}_cont_{}.png", j + 1));
+        tile(&images, GRID_ROWS, GRID_COLS).save(&path)?;
+    }
+    checkpoint::save(trainer, &out.join("checkpoint.safetensors"))
+}
+
+/// Sums of the step statistics since the last log row.
+#[derive(Default)]
+struct Window {
+    steps: usize,
+    d_loss: f64,
+    g_loss: f64,
+    info_loss: f64,
+    d_real: f64,
+    d_fake: f64,
+    images: usize,
+    seconds: f64,
+}
+
+impl Window {
+    fn add(&mut self, s: &StepStats, images: usize, seconds: f64) {
+        self.steps += 1;
+        self.d_loss += s.d_loss;
+        self.g_loss += s.g_loss;
+        self.info_loss += s.info_loss;
+        self.d_real += s.d_real;
+        self.d_fake += s.d_fake;
+        self.images += images;
+        self.seconds += seconds;
+    }
+
+    fn mean(&self, v: f64) -> f64 {
+        v / self.steps.max(1) as f64
+    }
+
+    fn images_per_s(&self) -> f64 {
+        self.images as f64 / self.seconds.max(1e-9)
+    }
+
+    /// epoch, step, d_loss, g_loss, info_loss, d_real, d_fake, images_per_s
+    fn row(&self, epoch: usize, step: u64) -> Vec<Rounded> {
+        vec![
+            Rounded::Int(epoch as u64),
+            Rounded::Int(step),
+            Rounded::Float(self.mean(self.d_loss)),
+            Rounded::Float(self.mean(self.g_loss)),
+            Rounded::Float(self.mean(self.info_loss)),
+            Rounded::Float(self.mean(self.d_real)),
+            Rounded::Float(self.mean(self.d_fake)),
+            Rounded::Float(self.images_per_s()),
+        ]
+    }
+}
+
+enum Rounded {
+    Int(u64),
+    Float(f64),
+}
+
+impl std::fmt::Display for Rounded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rounded::Int(v) => write!(f, "{v}"),
+            Rounded::Float(v) => write!(f, "{v:.5}"),
+        }
+    }
+}
+
+/// A progress bar on a terminal; plain lines every 30 seconds otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    last_line: Instant,
+    per_epoch: u64,
+    total: u64,
+}
+
+impl Progress {
+    fn new(total: u64, done: u64, per_epoch: u64) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{prefix} [{bar:30}] {pos}/{len} steps, {per_sec}, ETA {eta} | {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            bar.set_position(done);
+            bar
+        });
+        Progress { bar, last_line: Instant::now(), per_epoch, total }
+    }
+
+    fn tick(&mut self, step: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(step);
+        }
+    }
+
+    fn update(&mut self, step: u64, epoch: usize, w: &Window) {
+        let msg = format!(
+            "{:.0} img/s | d {:.3} g {:.3} info {:.3} | D(x) {:.2} D(G(z)) {:.2}",
+            w.images_per_s(),
+            w.mean(w.d_loss),
+            w.mean(w.g_loss),
+            w.mean(w.info_loss),
+            w.mean(w.d_real),
+            w.mean(w.d_fake)
+        );
+        match &self.bar {
+            Some(bar) => {
+                bar.set_prefix(format!("epoch {epoch}"));
+                bar.set_position(step);
+                bar.set_message(msg);
+            }
+            None if self.last_line.elapsed().as_secs() >= 30 || step == self.total => {
+                let left = self.total - step;
+                let eta = left as f64 * w.seconds / w.steps.max(1) as f64;
+                eprintln!(
+                    "epoch {epoch} step {step}/{} ({}/{} in epoch) ETA {:.0}s | {msg}",
+                    self.total,
+                    (step - 1) % self.per_epoch + 1,
+                    self.per_epoch,
+                    eta
+                );
+                self.last_line = Instant::now();
+            }
+            None => {}
+        }
+    }
+
+    fn message(&self, msg: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(msg),
+            None => eprintln!("{msg}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The generator's input: unstructured noise `z` and the latent codes `c` of InfoGAN
+//! (Chen et al., 2016). Laid out as `[noise | categorical 1 (one-hot) | ... |
+//! continuous]`, in that order, in one `[N, L]` matrix.
+
+use ndarray::{Array2, s};
+use rand::{Rng, RngExt};
+use serde::{Deserialize, Serialize};
+
+/// How the latent vector is made up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatentSpec {
+    /// Noise values, uniform in [-1, 1].
+    pub noise: usize,
+    /// One entry per categorical code: its number of values (one-hot, uniform).
+    pub categorical: Vec<usize>,
+    /// Continuous codes, uniform in [-1, 1].
+    pub continuous: usize,
+}
+
+/// A sampled batch: the generator input and the codes it holds.
+#[derive(Debug, Clone)]
+pub struct LatentBatch {
+    /// z: [N, L], the generator input.
+    pub z: Array2<f32>,
+    /// cat[k][n]: the value of categorical code k for sample n.
+    pub cat: Vec<Vec<usize>>,
+    /// cont: [N, continuous codes]
+    pub cont: Array2<f32>,
+}
+
+impl LatentSpec {
+    /// `L`, the generator's input size.
+    pub fn size(&self) -> usize {
+        self.noise + self.categorical.iter().sum::<usize>() + self.continuous
+    }
+
+    /// Column of the first one-hot entry of categorical code `k`.
+    pub fn cat_offset(&self, k: usize) -> usize {
+        self.noise + self.categorical[..k].iter().sum::<usize>()
+    }
+
+    /// Column of the first continuous code.
+    pub fn cont_offset(&self) -> usize {
+        self.noise + self.categorical.iter().sum::<usize>()
+    }
+
+    /// Outputs of the Q head: the logits of every categorical code, then a mean for
+    /// each continuous code, then a log standard deviation for each.
+    pub fn q_outputs(&self) -> usize {
+        self.categorical.iter().sum::<usize>() + 2 * self.continuous
+    }
+
+    /// The entropy `H(c)` of each code's prior, in nats: `ln K` for a uniform
+    /// categorical code of K values, `ln 2` for the uniform density on [-1, 1].
+    /// Categorical codes first, then continuous ones.
+    pub fn code_entropies(&self) -> Vec<f64> {
+        let cat = self.categorical.iter().map(|&k| (k as f64).ln());
+        cat.chain(std::iter::repeat_n(2f64.ln(), self.continuous)).collect()
+    }
+
+    /// Draws `n` latent vectors from the prior.
+    pub fn sample(&self, n: usize, rng: &mut impl Rng) -> LatentBatch {
+        let noise = Array2::from_shape_simple_fn((n, self.noise), || rng.random_range(-1.0f32..=1.0));
+        let cat: Vec<Vec<usize>> =
+            self.categorical.iter().map(|&k| (0..n).map(|_| rng.random_range(0..k)).collect()).collect();
+        let cont = Array2::from_shape_simple_fn((n, self.continuous), || rng.random_range(-1.0f32..=1.0));
+        self.compose(&noise, &cat, &cont)
+    }
+
+    /// Puts chosen noise and codes together into generator inputs.
+    ///
+    /// noise: [N, noise], cat[k]: N values of code k, cont: [N, continuous]
+    pub fn compose(&self, noise: &Array2<f32>, cat: &[Vec<usize>], cont: &Array2<f32>) -> LatentBatch {
+        let n = noise.nrows();
+        assert_eq!(noise.ncols(), self.noise, "compose: noise width");
+        assert_eq!(cat.len(), self.categorical.len(), "compose: number of categorical codes");
+        assert_eq!(cont.dim(), (n, self.continuous), "compose: continuous codes shape");
+        let mut z = Array2::zeros((n, self.size()));
+        z.slice_mut(s![.., ..self.noise]).assign(noise);
+        for (k, values) in cat.iter().enumerate() {
+            assert_eq!(values.len(), n, "compose: code {k} has {} values for {n} samples", values.len());
+            let offset = self.cat_offset(k);
+            for (row, &v) in values.iter().enumerate() {
+                assert!(v < self.categorical[k], "compose: code {k} value {v} out of range");
+                z[[row, offset + v]] = 1.0;
+            }
+        }
+        let c0 = self.cont_offset();
+        z.slice_mut(s![.., c0..c0 + self.continuous]).assign(cont);
+        LatentBatch { z, cat: cat.to_vec(), cont: cont.clone() }
+    }
+}
+
+impl std::fmt::Display for LatentSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cats: Vec<String> = self.categorical.iter().map(|k| k.to_string()).collect();
+        write!(
+            f,
+            "{} noise + categorical [{}] + {} continuous = {}",
+            self.noise,
+            cats.join(", "),
+            self.continuous,
+            self.size()
+        )
+    }
+}
+
+impl LatentSpec {
+    /// The latent of a `rows x cols` sample grid: row `r` sets the first categorical
+    /// code to `r` (when there is one), column `c` uses noise vector `c`; the other
+    /// codes are 0 (the middle of their range) or value 0.
+    pub fn grid(&self, rows: usize, cols: usize, rng: &mut impl Rng) -> LatentBatch {
+        let noise_cols = Array2::from_shape_simple_fn((cols, self.noise), || rng.random_range(-1.0f32..=1.0));
+        let noise = Array2::from_shape_fn((rows * cols, self.noise), |(i, j)| noise_cols[[i % cols, j]]);
+        let cat: Vec<Vec<usize>> = (0..self.categorical.len())
+            .map(|k| (0..rows * cols).map(|i| if k == 0 { (i / cols) % self.categorical[0] } else { 0 }).collect())
+            .collect();
+        self.compose(&noise, &cat, &Array2::zeros((rows * cols, self.continuous)))
+    }
+
+    /// The latent of a traversal of continuous code `code`: row `r` sets the first
+    /// categorical code to `r`, column `c` sweeps the code evenly from `from` to `to`;
+    /// one noise vector and every other code stay fixed (the paper's figures).
+    pub fn traversal(
+        &self,
+        code: usize,
+        rows: usize,
+        cols: usize,
+        from: f32,
+        to: f32,
+        rng: &mut impl Rng,
+    ) -> LatentBatch {
+        assert!(code < self.continuous, "traversal: no continuous code {code}");
+        let one = Array2::from_shape_simple_fn((1, self.noise), || rng.random_range(-1.0f32..=1.0));
+        let noise = Array2::from_shape_fn((rows * cols, self.noise), |(_, j)| one[[0, j]]);
+        let cat: Vec<Vec<usize>> = (0..self.categorical.len())
+            .map(|k| (0..rows * cols).map(|i| if k == 0 { (i / cols) % self.categorical[0] } else { 0 }).collect())
+            .collect();
+        let step = if cols > 1 { (to - from) / (cols - 1) as f32 } else { 0.0 };
+        let cont = Array2::from_shape_fn((rows * cols, self.continuous), |(i, j)| {
+            if j == code { from + step * (i % cols) as f32 } else { 0.0 }
+        });
+        self.compose(&noise, &cat, &cont)
+    }
+}

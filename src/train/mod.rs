@@ -1,0 +1,207 @@
+//! One InfoGAN (or plain GAN) training step, and the state that training carries
+//! from step to step.
+//!
+//! The step follows the paper (Chen et al., 2016) and the authors' code:
+//! - D minimises BCE on real images (target 1) and generated ones (target 0).
+//! - G minimises the non-saturating loss, BCE of D on its images against target 1.
+//! - The information loss `L_info = lambda_cat * CE(Q_cat, c_cat) + lambda_cont *
+//!   NLL(c_cont | Q_mean, Q_logstd)` is added to D's loss on the generated batch (so
+//!   the shared trunk and the Q head both learn from it) and to G's loss.
+//! - `ModelKind::Gan` drops the information term from both losses; its Q head is
+//!   still trained, on features that do not pass gradients back into the trunk, as a
+//!   probe of how much of the codes a plain GAN keeps.
+
+pub mod checkpoint;
+
+use ndarray::{Array2, Array4, s};
+use rand::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+use serde::{Deserialize, Serialize};
+
+use crate::loss::{bce_with_logits, cross_entropy, gaussian_nll};
+use crate::models::{self, Architecture, Discriminator, Generator, LatentBatch, ModelKind};
+use crate::optim::Adam;
+
+/// Everything that defines a training run; stored in every checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub arch: Architecture,
+    pub model: ModelKind,
+    pub lambda_cat: f32,
+    pub lambda_cont: f32,
+    pub lr_d: f32,
+    pub lr_g: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub batch_size: usize,
+    pub epochs: usize,
+    pub seed: u64,
+}
+
+/// What one step measured.
+#[derive(Debug, Clone, Default)]
+pub struct StepStats {
+    /// D's loss: BCE on the real batch plus BCE on the generated batch.
+    pub d_loss: f64,
+    /// G's adversarial loss (the non-saturating BCE).
+    pub g_loss: f64,
+    /// The weighted information loss on the generated batch of D's step (for the
+    /// plain GAN, the probe's loss).
+    pub info_loss: f64,
+    /// Mean D(x) (a probability) on the real batch.
+    pub d_real: f64,
+    /// Mean D(G(z)) on the generated batch, before D's update.
+    pub d_fake: f64,
+    /// The unweighted loss of each code: cross-entropy for each categorical code,
+    /// then the Gaussian NLL of each continuous code. `H(c)` minus this is the
+    /// variational lower bound of the code's mutual information with the image.
+    pub code_losses: Vec<f64>,
+}
+
+/// The networks, their optimizers, the RNG and the step counter.
+pub struct Trainer {
+    pub config: TrainConfig,
+    pub generator: Generator,
+    pub discriminator: Discriminator,
+    pub opt_g: Adam,
+    /// Adam for the discriminator: the trunk, the D head and the Q head.
+    pub opt_d: Adam,
+    /// Draws the latent vectors of every step.
+    pub rng: Xoshiro256PlusPlus,
+    /// Optimizer steps done so far.
+    pub step: u64,
+}
+
+impl Trainer {
+    /// Fresh networks, initialised from `config.seed`.
+    pub fn new(config: TrainConfig) -> Self {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed);
+        let (generator, discriminator) = models::build(&config.arch, &mut rng);
+        let opt_g = Adam::new(config.lr_g, config.beta1, config.beta2);
+        let opt_d = Adam::new(config.lr_d, config.beta1, config.beta2);
+        Trainer { config, generator, discriminator, opt_g, opt_d, rng, step: 0 }
+    }
+
+    /// One update of D (with its Q head), then one of G, on a batch of real images.
+    ///
+    /// real: [N, C, H, W] in [-1, 1]
+    pub fn train_step(&mut self, real: Array4<f32>) -> StepStats {
+        let n = real.dim().0;
+        let latent = self.config.arch.latent.sample(n, &mut self.rng);
+        let fake = self.generator.forward(latent.z.clone());
+        let info_gan = self.config.model == ModelKind::InfoGan;
+        let d = &mut self.discriminator;
+
+        // D step: real batch, then generated batch (G is not updated here).
+        d.zero_grad();
+        d.set_requires_grad(true);
+        let h = d.features(real);
+        let logits = d.d_logits(h);
+        let (loss_real, dlogits) = bce_with_logits(logits.view(), Array2::ones(logits.raw_dim()).view());
+        let d_real = mean_probability(&logits);
+        let dh = d.d_head.backward(dlogits.into_dyn());
+        d.trunk.backward(dh);
+
+        let h = d.features(fake.clone());
+        let logits = d.d_logits(h.clone());
+        let (loss_fake, dlogits) = bce_with_logits(logits.view(), Array2::zeros(logits.raw_dim()).view());
+        let d_fake = mean_probability(&logits);
+        let q = d.q_outputs(h);
+        let info = info_loss(&self.config, &q, &latent);
+        let mut dh = d.d_head.backward(dlogits.into_dyn());
+        let dh_q = d.q_head.backward(info.dq.into_dyn());
+        if info_gan {
+            dh += &dh_q;
+        }
+        d.trunk.backward(dh);
+        self.opt_d.update(d_params(d));
+
+        // G step: the same generated batch through the updated D, whose parameters
+        // are frozen: gradients only pass through to G.
+        self.generator.net.zero_grad();
+        d.set_requires_grad(false);
+        let h = d.features(fake);
+        let logits = d.d_logits(h.clone());
+        let (g_loss, dlogits) = bce_with_logits(logits.view(), Array2::ones(logits.raw_dim()).view());
+        let mut dh = d.d_head.backward(dlogits.into_dyn());
+        if info_gan {
+            let q = d.q_outputs(h);
+            let info_g = info_loss(&self.config, &q, &latent);
+            dh += &d.q_head.backward(info_g.dq.into_dyn());
+        }
+        let dfake = d.trunk.backward(dh);
+        d.set_requires_grad(true);
+        self.generator.backward(dfake.into_dimensionality().expect("trunk input is [N, C, H, W]"));
+        self.opt_g.update(self.generator.net.params().into_iter().map(|p| p.param).collect());
+
+        self.step += 1;
+        StepStats {
+            d_loss: (loss_real + loss_fake) as f64,
+            g_loss: g_loss as f64,
+            info_loss: info.loss,
+            d_real,
+            d_fake,
+            code_losses: info.code_losses,
+        }
+    }
+}
+
+/// The RNG that orders the data of `epoch` (0-based) of a run with `seed`: derived
+/// from the two alone, so that a resumed run sees the same order.
+pub fn epoch_rng(seed: u64, epoch: usize) -> Xoshiro256PlusPlus {
+    Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(epoch as u64 + 1))
+}
+
+/// Every discriminator parameter, in a fixed order: trunk, D head, Q head.
+pub fn d_params(d: &mut Discriminator) -> Vec<crate::layers::Param<'_>> {
+    let Discriminator { trunk, d_head, q_head } = d;
+    trunk.params().into_iter().chain(d_head.params()).chain(q_head.params()).map(|p| p.param).collect()
+}
+
+fn mean_probability(logits: &Array2<f32>) -> f64 {
+    logits.iter().map(|&z| crate::layers::activation::sigmoid(z) as f64).sum::<f64>() / logits.len().max(1) as f64
+}
+
+/// The information loss of Q's outputs for the codes in `latent`, and its gradient.
+pub struct InfoLoss {
+    /// `lambda_cat * sum of CE + lambda_cont * NLL`
+    pub loss: f64,
+    /// dq: [N, Q]
+    pub dq: Array2<f32>,
+    /// Unweighted per-code losses: CE of each categorical code, then the NLL (mean
+    /// over the batch) of each continuous code.
+    pub code_losses: Vec<f64>,
+}
+
+/// Splits Q's outputs `q: [N, Q]` into each categorical code's logits, the continuous
+/// codes' means and log standard deviations, and scores them against the sampled
+/// codes: cross-entropy for categorical codes, the Gaussian NLL for continuous ones.
+pub fn info_loss(config: &TrainConfig, q: &Array2<f32>, latent: &LatentBatch) -> InfoLoss {
+    let spec = &config.arch.latent;
+    let mut dq = Array2::zeros(q.raw_dim());
+    let mut loss = 0f64;
+    let mut code_losses = Vec::new();
+    let mut col = 0;
+    for (k, &values) in spec.categorical.iter().enumerate() {
+        let (ce, dlogits) = cross_entropy(q.slice(s![.., col..col + values]), &latent.cat[k]);
+        loss += config.lambda_cat as f64 * ce as f64;
+        code_losses.push(ce as f64);
+        dq.slice_mut(s![.., col..col + values]).assign(&(dlogits * config.lambda_cat));
+        col += values;
+    }
+    let c = spec.continuous;
+    if c > 0 {
+        let mean = q.slice(s![.., col..col + c]);
+        let logstd = q.slice(s![.., col + c..col + 2 * c]);
+        let (nll, dmean, dlogstd) = gaussian_nll(latent.cont.view(), mean, logstd);
+        loss += config.lambda_cont as f64 * nll as f64;
+        dq.slice_mut(s![.., col..col + c]).assign(&(dmean * config.lambda_cont));
+        dq.slice_mut(s![.., col + c..col + 2 * c]).assign(&(dlogstd * config.lambda_cont));
+        for j in 0..c {
+            let pick = |a: ndarray::ArrayView2<f32>| a.slice(s![.., j..j + 1]).to_owned();
+            let (nll_j, _, _) = gaussian_nll(pick(latent.cont.view()).view(), pick(mean).view(), pick(logstd).view());
+            code_losses.push(nll_j as f64);
+        }
+    }
+    InfoLoss { loss, dq, code_losses }
+}
