@@ -15,6 +15,7 @@ use crate::data::{self, DatasetKind, Shuffler, Split};
 use crate::error::{Error, Result};
 use crate::models::{Generator, LatentBatch};
 use crate::output::csv::{CsvLog, LOSS_HEADER};
+use crate::output::curves::losses_chart;
 use crate::output::grid::tile;
 use crate::train::{StepStats, TrainConfig, Trainer, checkpoint, epoch_rng};
 
@@ -139,6 +140,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         if epoch_done || stop {
             log.flush()?;
             write_epoch_outputs(&mut trainer, &out, epoch + 1)?;
+            losses_chart(&out.join("losses.csv"), &out.join("losses.png"))?;
             progress.message(&format!(
                 "epoch {} done at step {}: checkpoint and samples written",
                 epoch + 1,
