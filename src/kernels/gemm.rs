@@ -21,8 +21,9 @@ const BLOCK_ALIGN: usize = 64;
 
 /// At most this many blocks. Each block re-packs the whole operand it shares with the
 /// others (B when rows are split, A when columns are), so more blocks cost more
-/// packing; 8 leaves room for load balancing on a shared machine with a few cores.
-const MAX_BLOCKS: usize = 8;
+/// packing; 4 leaves room for load balancing on a shared machine with 2 cores
+/// (measured: 4 beat 2 and 8 on the model's shapes in training steps).
+const MAX_BLOCKS: usize = 4;
 
 /// Each block keeps at least this many rows (or columns) so that the repeated packing
 /// of the shared operand stays a few percent of the block's arithmetic.

@@ -15,6 +15,9 @@
 use ndarray::{ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, ArrayViewMut3, ArrayViewMut4, Axis};
 use rayon::prelude::*;
 
+/// Marks a window position that falls on the zero padding in a gather table.
+const PADDING: u32 = u32::MAX;
+
 /// The shape arithmetic of one 2-D convolution (or, read backwards, of one
 /// transposed convolution): input `[C, H, W]`, square stride and padding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,58 +64,50 @@ impl ConvGeom {
             && self.w + 2 * self.padding >= self.kw
     }
 
-    /// For each kernel offset `i` along one axis: the range of output positions whose
-    /// input index `o*s - p + i` lands inside `0..len`. Everything outside is padding.
-    fn valid_range(&self, i: usize, len: usize, out_len: usize) -> (usize, usize) {
-        let (s, p) = (self.stride, self.padding);
-        // first o with o*s + i >= p
-        let lo = if i >= p { 0 } else { (p - i).div_ceil(s) };
-        // last o with o*s + i - p <= len - 1, i.e. o*s <= len - 1 + p - i
-        let hi = if len + p > i { ((len - 1 + p - i) / s + 1).min(out_len) } else { 0 };
-        (lo.min(hi), hi)
+    /// For each kernel offset `(i, j)` (row-major) and output position `q`: the index
+    /// `ih*W + iw` of the input pixel that the window reads, or `PADDING`. The same
+    /// for every image and channel, so im2col and col2im compute it once per call.
+    ///
+    /// -> [KH*KW * P_out]
+    fn gather_table(&self) -> Vec<u32> {
+        let (ho, wo) = (self.h_out(), self.w_out());
+        let mut table = Vec::with_capacity(self.kh * self.kw * ho * wo);
+        for i in 0..self.kh {
+            for j in 0..self.kw {
+                for oh in 0..ho {
+                    for ow in 0..wo {
+                        let ih = (oh * self.stride + i).wrapping_sub(self.padding);
+                        let iw = (ow * self.stride + j).wrapping_sub(self.padding);
+                        table.push(if ih < self.h && iw < self.w { (ih * self.w + iw) as u32 } else { PADDING });
+                    }
+                }
+            }
+        }
+        table
     }
 }
 
 /// `cols[(c, i, j), n*P_out + q] = x[n, c, oh*s - p + i, ow*s - p + j]` (0 in the padding).
 ///
-/// x: [N, C, H, W], cols: [C*KH*KW, N*P_out]. Parallel over rows of `cols`.
+/// x: [N, C, H, W], cols: [C*KH*KW, N*P_out]. Parallel over rows of `cols`; each row
+/// is, for every image, one pass of the gather table of its kernel offset.
 pub fn im2col(x: ArrayView4<f32>, g: &ConvGeom, mut cols: ArrayViewMut2<f32>) {
     let n = x.dim().0;
     assert_eq!(x.dim(), (n, g.c, g.h, g.w), "im2col: input shape");
-    let (ho, wo) = (g.h_out(), g.w_out());
-    let p_out = ho * wo;
+    let p_out = g.p_out();
     assert_eq!(cols.dim(), (g.rows(), n * p_out), "im2col: cols shape");
     let x = x.as_standard_layout();
     let x = x.as_slice().expect("standard layout");
-    let cols_slice = cols.as_slice_mut().expect("im2col: cols must be contiguous");
-    let row_len = n * p_out;
-    cols_slice.par_chunks_mut(row_len).enumerate().for_each(|(row, out)| {
-        let c = row / (g.kh * g.kw);
-        let i = (row / g.kw) % g.kh;
-        let j = row % g.kw;
-        let (oh_lo, oh_hi) = g.valid_range(i, g.h, ho);
-        let (ow_lo, ow_hi) = g.valid_range(j, g.w, wo);
-        for img in 0..n {
-            let plane = &x[(img * g.c + c) * g.h * g.w..][..g.h * g.w];
-            let out = &mut out[img * p_out..][..p_out];
-            for oh in 0..ho {
-                let out_row = &mut out[oh * wo..][..wo];
-                if oh < oh_lo || oh >= oh_hi {
-                    out_row.fill(0.0);
-                    continue;
-                }
-                let ih = oh * g.stride + i - g.padding;
-                let in_row = &plane[ih * g.w..][..g.w];
-                out_row[..ow_lo].fill(0.0);
-                out_row[ow_hi..].fill(0.0);
-                if g.stride == 1 {
-                    let iw0 = ow_lo + j - g.padding;
-                    out_row[ow_lo..ow_hi].copy_from_slice(&in_row[iw0..iw0 + (ow_hi - ow_lo)]);
-                } else {
-                    for ow in ow_lo..ow_hi {
-                        out_row[ow] = in_row[ow * g.stride + j - g.padding];
-                    }
-                }
+    let table = g.gather_table();
+    let plane_len = g.h * g.w;
+    let cols = cols.as_slice_mut().expect("im2col: cols must be contiguous");
+    cols.par_chunks_mut(n * p_out).enumerate().for_each(|(row, out)| {
+        let (c, offset) = (row / (g.kh * g.kw), row % (g.kh * g.kw));
+        let gather = &table[offset * p_out..][..p_out];
+        for (img, out) in out.chunks_exact_mut(p_out).enumerate() {
+            let plane = &x[(img * g.c + c) * plane_len..][..plane_len];
+            for (o, &src) in out.iter_mut().zip(gather) {
+                *o = if src == PADDING { 0.0 } else { plane[src as usize] };
             }
         }
     });
@@ -124,36 +119,30 @@ pub fn im2col(x: ArrayView4<f32>, g: &ConvGeom, mut cols: ArrayViewMut2<f32>) {
 /// With `bias`, each plane starts from `bias[c]` instead of 0 (ConvTranspose2d's bias).
 ///
 /// cols: [C*KH*KW, N*P_out], x: [N, C, H, W], bias: [C]. Parallel over the `N*C` image
-/// planes; each plane sums its contributions in the fixed order `(i, j, oh, ow)`.
+/// planes; each plane sums its contributions in the fixed order `(i, j, q)`.
 pub fn col2im(cols: ArrayView2<f32>, g: &ConvGeom, bias: Option<&[f32]>, mut x: ArrayViewMut4<f32>) {
     let n = x.dim().0;
     assert_eq!(x.dim(), (n, g.c, g.h, g.w), "col2im: output shape");
-    let (ho, wo) = (g.h_out(), g.w_out());
-    let p_out = ho * wo;
+    let p_out = g.p_out();
     assert_eq!(cols.dim(), (g.rows(), n * p_out), "col2im: cols shape");
     if let Some(b) = bias {
         assert_eq!(b.len(), g.c, "col2im: bias length");
     }
     let cols = cols.as_standard_layout();
     let cols = cols.as_slice().expect("standard layout");
+    let table = g.gather_table();
+    let kernel = g.kh * g.kw;
     let row_len = n * p_out;
     let x = x.as_slice_mut().expect("col2im: output must be contiguous");
     x.par_chunks_mut(g.h * g.w).enumerate().for_each(|(plane_idx, plane)| {
         let (img, c) = (plane_idx / g.c, plane_idx % g.c);
         plane.fill(bias.map_or(0.0, |b| b[c]));
-        for i in 0..g.kh {
-            let (oh_lo, oh_hi) = g.valid_range(i, g.h, ho);
-            for j in 0..g.kw {
-                let (ow_lo, ow_hi) = g.valid_range(j, g.w, wo);
-                let row = (c * g.kh + i) * g.kw + j;
-                let src = &cols[row * row_len + img * p_out..][..p_out];
-                for oh in oh_lo..oh_hi {
-                    let ih = oh * g.stride + i - g.padding;
-                    let in_row = &mut plane[ih * g.w..][..g.w];
-                    let src_row = &src[oh * wo..][..wo];
-                    for ow in ow_lo..ow_hi {
-                        in_row[ow * g.stride + j - g.padding] += src_row[ow];
-                    }
+        for offset in 0..kernel {
+            let src = &cols[(c * kernel + offset) * row_len + img * p_out..][..p_out];
+            let scatter = &table[offset * p_out..][..p_out];
+            for (&v, &dst) in src.iter().zip(scatter) {
+                if dst != PADDING {
+                    plane[dst as usize] += v;
                 }
             }
         }
@@ -166,9 +155,12 @@ pub fn col2im(cols: ArrayView2<f32>, g: &ConvGeom, bias: Option<&[f32]>, mut x: 
 pub fn to_channel_major(x: ArrayView3<f32>, mut cm: ArrayViewMut2<f32>) {
     let (n, c, p) = x.dim();
     assert_eq!(cm.dim(), (c, n * p), "to_channel_major: output shape for input {:?}", x.dim());
-    cm.axis_iter_mut(Axis(0)).into_par_iter().enumerate().for_each(|(ch, mut row)| {
-        for img in 0..n {
-            row.slice_mut(ndarray::s![img * p..(img + 1) * p]).assign(&x.slice(ndarray::s![img, ch, ..]));
+    let x = x.as_standard_layout();
+    let x = x.as_slice().expect("standard layout");
+    let cm = cm.as_slice_mut().expect("to_channel_major: output must be contiguous");
+    cm.par_chunks_mut(n * p).enumerate().for_each(|(ch, row)| {
+        for (img, dst) in row.chunks_exact_mut(p).enumerate() {
+            dst.copy_from_slice(&x[(img * c + ch) * p..][..p]);
         }
     });
 }
@@ -183,11 +175,16 @@ pub fn from_channel_major(cm: ArrayView2<f32>, bias: Option<&[f32]>, mut x: Arra
     if let Some(b) = bias {
         assert_eq!(b.len(), c, "from_channel_major: bias length");
     }
-    x.axis_iter_mut(Axis(0)).into_par_iter().enumerate().for_each(|(img, mut planes)| {
-        for (ch, mut plane) in planes.axis_iter_mut(Axis(0)).enumerate() {
-            let src = cm.slice(ndarray::s![ch, img * p..(img + 1) * p]);
+    let cm = cm.as_standard_layout();
+    let cm = cm.as_slice().expect("standard layout");
+    let x = x.as_slice_mut().expect("from_channel_major: output must be contiguous");
+    x.par_chunks_mut(c * p).enumerate().for_each(|(img, planes)| {
+        for (ch, dst) in planes.chunks_exact_mut(p).enumerate() {
+            let src = &cm[ch * n * p + img * p..][..p];
             let b = bias.map_or(0.0, |b| b[ch]);
-            plane.zip_mut_with(&src, |d, &s| *d = s + b);
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d = s + b;
+            }
         }
     });
 }

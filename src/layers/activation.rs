@@ -2,15 +2,17 @@
 //! Each works in place on the array it is given and keeps the least its backward
 //! pass needs: a sign mask for the piecewise-linear ones, the output for the others.
 
-use ndarray::{Array, ArrayD, Dimension, Zip};
+use ndarray::{Array, Dimension};
+use rayon::prelude::*;
 
-use super::check_shape;
+use super::{check_shape, standard};
 
 /// `y = max(x, 0)`. PyTorch's gradient at exactly 0 is 0, and so is ours.
 #[derive(Clone, Default)]
 pub struct Relu {
-    /// Cache: positive: x > 0, the shape of x.
-    positive: ArrayD<bool>,
+    /// Cache: positive: x > 0, flat, for an x of shape `shape`.
+    positive: Vec<bool>,
+    shape: Vec<usize>,
 }
 
 impl Relu {
@@ -20,12 +22,12 @@ impl Relu {
 
     /// x: any shape -> y: the same shape
     pub fn forward<D: Dimension>(&mut self, x: Array<f32, D>) -> Array<f32, D> {
-        leaky_forward(x, 0.0, &mut self.positive)
+        leaky_forward(x, 0.0, &mut self.positive, &mut self.shape)
     }
 
     /// `dx = dy` where `x > 0`, else 0.
     pub fn backward<D: Dimension>(&mut self, dy: Array<f32, D>) -> Array<f32, D> {
-        leaky_backward("ReLU", dy, 0.0, &self.positive)
+        leaky_backward("ReLU", dy, 0.0, &self.positive, &self.shape)
     }
 }
 
@@ -34,34 +36,50 @@ impl Relu {
 #[derive(Clone)]
 pub struct LeakyRelu {
     pub negative_slope: f32,
-    /// Cache: positive: x > 0, the shape of x.
-    positive: ArrayD<bool>,
+    /// Cache: positive: x > 0, flat, for an x of shape `shape`.
+    positive: Vec<bool>,
+    shape: Vec<usize>,
 }
 
 impl LeakyRelu {
     pub fn new(negative_slope: f32) -> Self {
-        LeakyRelu { negative_slope, positive: ArrayD::from_elem(vec![0], false) }
+        LeakyRelu { negative_slope, positive: Vec::new(), shape: Vec::new() }
     }
 
     /// x: any shape -> y: the same shape
     pub fn forward<D: Dimension>(&mut self, x: Array<f32, D>) -> Array<f32, D> {
-        leaky_forward(x, self.negative_slope, &mut self.positive)
+        leaky_forward(x, self.negative_slope, &mut self.positive, &mut self.shape)
     }
 
     /// `dx = dy` where `x > 0`, else `negative_slope * dy`.
     pub fn backward<D: Dimension>(&mut self, dy: Array<f32, D>) -> Array<f32, D> {
-        leaky_backward("LeakyReLU", dy, self.negative_slope, &self.positive)
+        leaky_backward("LeakyReLU", dy, self.negative_slope, &self.positive, &self.shape)
     }
 }
 
-fn leaky_forward<D: Dimension>(mut x: Array<f32, D>, slope: f32, positive: &mut ArrayD<bool>) -> Array<f32, D> {
-    if positive.shape() != x.shape() {
-        *positive = ArrayD::from_elem(x.shape(), false);
-    }
-    Zip::from(&mut x).and(positive.view_mut().into_dimensionality::<D>().expect("same rank")).par_for_each(|v, p| {
-        *p = *v > 0.0;
-        if !*p {
-            *v *= slope;
+/// Elements per parallel task of the element-wise loops: large enough that rayon's
+/// hand-off is noise, small enough to spread a 64-image batch over the cores.
+const CHUNK: usize = 1 << 14;
+
+/// The mask vector keeps its allocation when the batch size changes.
+fn leaky_forward<D: Dimension>(
+    x: Array<f32, D>,
+    slope: f32,
+    positive: &mut Vec<bool>,
+    shape: &mut Vec<usize>,
+) -> Array<f32, D> {
+    let mut x = standard(x);
+    positive.resize(x.len(), false);
+    shape.clear();
+    shape.extend_from_slice(x.shape());
+    let xs = x.as_slice_mut().expect("standard layout");
+    let ps = positive.as_mut_slice();
+    xs.par_chunks_mut(CHUNK).zip(ps.par_chunks_mut(CHUNK)).for_each(|(xs, ps)| {
+        // Branch-free, so that random signs cost no mispredictions and the loop
+        // vectorises.
+        for (v, p) in xs.iter_mut().zip(ps) {
+            *p = *v > 0.0;
+            *v *= if *p { 1.0 } else { slope };
         }
     });
     x
@@ -69,15 +87,19 @@ fn leaky_forward<D: Dimension>(mut x: Array<f32, D>, slope: f32, positive: &mut 
 
 fn leaky_backward<D: Dimension>(
     layer: &str,
-    mut dy: Array<f32, D>,
+    dy: Array<f32, D>,
     slope: f32,
-    positive: &ArrayD<bool>,
+    positive: &[bool],
+    shape: &[usize],
 ) -> Array<f32, D> {
-    let expected: Vec<Option<usize>> = positive.shape().iter().map(|&d| Some(d)).collect();
+    let mut dy = standard(dy);
+    let expected: Vec<Option<usize>> = shape.iter().map(|&d| Some(d)).collect();
     check_shape(layer, "dy", &expected, dy.shape());
-    Zip::from(&mut dy).and(positive.view().into_dimensionality::<D>().expect("same rank")).par_for_each(|d, &p| {
-        if !p {
-            *d *= slope;
+    let ds = dy.as_slice_mut().expect("standard layout");
+    let ps = &positive[..ds.len()];
+    ds.par_chunks_mut(CHUNK).zip(ps.par_chunks(CHUNK)).for_each(|(ds, ps)| {
+        for (d, &p) in ds.iter_mut().zip(ps) {
+            *d *= if p { 1.0 } else { slope };
         }
     });
     dy
@@ -87,7 +109,7 @@ fn leaky_backward<D: Dimension>(
 #[derive(Clone, Default)]
 pub struct Tanh {
     /// Cache: y: the output, which is all the gradient needs.
-    y: ArrayD<f32>,
+    y: Output,
 }
 
 impl Tanh {
@@ -98,7 +120,7 @@ impl Tanh {
     /// x: any shape -> y: the same shape
     pub fn forward<D: Dimension>(&mut self, mut x: Array<f32, D>) -> Array<f32, D> {
         x.par_mapv_inplace(f32::tanh);
-        self.y = x.clone().into_dyn();
+        self.y.keep(&x);
         x
     }
 
@@ -112,7 +134,7 @@ impl Tanh {
 #[derive(Clone, Default)]
 pub struct Sigmoid {
     /// Cache: y: the output, which is all the gradient needs.
-    y: ArrayD<f32>,
+    y: Output,
 }
 
 impl Sigmoid {
@@ -123,7 +145,7 @@ impl Sigmoid {
     /// x: any shape -> y: the same shape
     pub fn forward<D: Dimension>(&mut self, mut x: Array<f32, D>) -> Array<f32, D> {
         x.par_mapv_inplace(sigmoid);
-        self.y = x.clone().into_dyn();
+        self.y.keep(&x);
         x
     }
 
@@ -143,14 +165,37 @@ pub fn sigmoid(x: f32) -> f32 {
     }
 }
 
+/// A copy of a layer's output, in a buffer kept from call to call.
+#[derive(Clone, Default)]
+struct Output {
+    values: Vec<f32>,
+    shape: Vec<usize>,
+}
+
+impl Output {
+    fn keep<D: Dimension>(&mut self, y: &Array<f32, D>) {
+        self.values.clear();
+        self.values.extend(y.iter());
+        self.shape.clear();
+        self.shape.extend_from_slice(y.shape());
+    }
+}
+
 fn output_backward<D: Dimension>(
     layer: &str,
-    mut dy: Array<f32, D>,
-    y: &ArrayD<f32>,
+    dy: Array<f32, D>,
+    y: &Output,
     dydx: impl Fn(f32) -> f32 + Sync,
 ) -> Array<f32, D> {
-    let expected: Vec<Option<usize>> = y.shape().iter().map(|&d| Some(d)).collect();
+    let mut dy = standard(dy);
+    let expected: Vec<Option<usize>> = y.shape.iter().map(|&d| Some(d)).collect();
     check_shape(layer, "dy", &expected, dy.shape());
-    Zip::from(&mut dy).and(y.view().into_dimensionality::<D>().expect("same rank")).par_for_each(|d, &y| *d *= dydx(y));
+    let ds = dy.as_slice_mut().expect("standard layout");
+    let ys = &y.values;
+    ds.par_chunks_mut(CHUNK).zip(ys.par_chunks(CHUNK)).for_each(|(ds, ys)| {
+        for (d, &y) in ds.iter_mut().zip(ys) {
+            *d *= dydx(y);
+        }
+    });
     dy
 }

@@ -13,10 +13,10 @@
 //!
 //! Evaluation mode normalises with the running statistics instead and updates nothing.
 
-use ndarray::{Array, Array1, Array3, ArrayView2, ArrayView3, ArrayViewMut3, Axis, Dimension, Zip};
+use ndarray::{Array, Array1, Array3, Dimension};
 use rayon::prelude::*;
 
-use super::{Buffer, Module, Param, check_shape};
+use super::{Buffer, Module, Param, check_shape, standard};
 
 #[derive(Clone)]
 pub struct BatchNorm {
@@ -38,8 +38,14 @@ pub struct BatchNorm {
     pub training: bool,
     /// When false, `backward` returns `dx` but leaves `dweight` and `dbias` alone.
     pub requires_grad: bool,
-    /// Cache of the latest forward. x_hat: [N, C, P]; inv_std: [C], `1/sqrt(var + eps)`
-    /// of whichever variance normalised; and whether that forward was in training mode.
+    /// The batch is this many equal groups stacked along N, each normalised with its
+    /// own statistics (and updating the running statistics in turn), exactly as if
+    /// each group had gone through a forward pass of its own. The discriminator uses
+    /// 2 to see the real and the generated batch in one pass. Default 1.
+    pub groups: usize,
+    /// Cache of the latest forward. x_hat: [N, C, P]; inv_std: [groups*C],
+    /// `1/sqrt(var + eps)` of whichever variance normalised each group; and whether
+    /// that forward was in training mode.
     x_hat: Array3<f32>,
     inv_std: Array1<f32>,
     trained: bool,
@@ -60,6 +66,7 @@ impl BatchNorm {
             eps: 1e-5,
             training: true,
             requires_grad: true,
+            groups: 1,
             x_hat: Array3::zeros((0, channels, 1)),
             inv_std: Array1::zeros(channels),
             trained: true,
@@ -78,47 +85,63 @@ impl BatchNorm {
             "BatchNorm: input has shape {:?}, expected [N, {c}] or [N, {c}, H, W]",
             x.shape()
         );
+        let groups = self.groups;
+        assert!(
+            groups > 0 && x.shape()[0].is_multiple_of(groups),
+            "BatchNorm: a batch of {} cannot be split into {groups} equal groups",
+            x.shape()[0]
+        );
         let dim = x.raw_dim();
         let mut x_hat = into3(x);
         let (n, _, p) = x_hat.dim();
-        let m = n * p;
+        let group_len = n / groups * c * p;
+        // Per group, per channel: the mean and 1/sqrt(var + eps) that normalise it.
+        let mut mean = Vec::with_capacity(groups * c);
+        let mut inv_std = Vec::with_capacity(groups * c);
         if self.training {
+            let m = n / groups * p;
             assert!(m > 1, "BatchNorm: training needs more than one value per channel, got input {:?}", dim.slice());
-            let stats = per_channel(x_hat.view(), |lane| {
-                let mean = lane.iter().map(|&v| v as f64).sum::<f64>() / m as f64;
-                let var = lane.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / m as f64;
-                (mean, var)
-            });
-            for (ch, &(mean, var)) in stats.iter().enumerate() {
+            for xs in x_hat.as_slice().expect("standard layout").chunks_exact(group_len) {
+                let (group_mean, group_var) = channel_moments(xs, c, p);
                 let mom = self.momentum as f64;
-                self.running_mean[ch] = ((1.0 - mom) * self.running_mean[ch] as f64 + mom * mean) as f32;
-                let unbiased = var * m as f64 / (m - 1) as f64;
-                self.running_var[ch] = ((1.0 - mom) * self.running_var[ch] as f64 + mom * unbiased) as f32;
+                for ch in 0..c {
+                    let unbiased = group_var[ch] * m as f64 / (m - 1) as f64;
+                    self.running_mean[ch] = ((1.0 - mom) * self.running_mean[ch] as f64 + mom * group_mean[ch]) as f32;
+                    self.running_var[ch] = ((1.0 - mom) * self.running_var[ch] as f64 + mom * unbiased) as f32;
+                }
+                let eps = self.eps as f64;
+                mean.extend(group_mean.iter().map(|&v| v as f32));
+                inv_std.extend(group_var.iter().map(|&v| (1.0 / (v + eps).sqrt()) as f32));
             }
-            let eps = self.eps as f64;
-            self.inv_std = stats.iter().map(|&(_, var)| (1.0 / (var + eps).sqrt()) as f32).collect();
-            let means: Vec<f32> = stats.iter().map(|&(mean, _)| mean as f32).collect();
-            normalise(x_hat.view_mut(), &means, self.inv_std.as_slice().expect("contiguous"));
         } else {
-            self.inv_std = self.running_var.mapv(|v| 1.0 / (v + self.eps).sqrt());
-            normalise(
-                x_hat.view_mut(),
-                self.running_mean.as_slice().expect("contiguous"),
-                self.inv_std.as_slice().expect("contiguous"),
-            );
+            for _ in 0..groups {
+                mean.extend(self.running_mean.iter());
+                inv_std.extend(self.running_var.iter().map(|&v| 1.0 / (v + self.eps).sqrt()));
+            }
         }
         let mut y = Array3::zeros(x_hat.dim());
-        Zip::from(y.axis_iter_mut(Axis(1)))
-            .and(x_hat.axis_iter(Axis(1)))
-            .and(&self.weight)
-            .and(&self.bias)
-            .par_for_each(|mut y, x_hat, &g, &b| y.zip_mut_with(&x_hat, |y, &xh| *y = g * xh + b));
+        let (gamma, beta) = (self.weight.as_slice().expect("contiguous"), self.bias.as_slice().expect("contiguous"));
+        let per_group = n / groups;
+        let xs = x_hat.as_slice_mut().expect("standard layout");
+        let ys = y.as_slice_mut().expect("standard layout");
+        xs.par_chunks_mut(c * p).zip(ys.par_chunks_mut(c * p)).enumerate().for_each(|(img, (xs, ys))| {
+            let g = img / per_group;
+            for ch in 0..c {
+                let (mu, s) = (mean[g * c + ch], inv_std[g * c + ch]);
+                let (w, b) = (gamma[ch], beta[ch]);
+                for (xh, y) in xs[ch * p..(ch + 1) * p].iter_mut().zip(&mut ys[ch * p..(ch + 1) * p]) {
+                    *xh = (*xh - mu) * s;
+                    *y = w * *xh + b;
+                }
+            }
+        });
         self.x_hat = x_hat;
+        self.inv_std = Array1::from(inv_std);
         self.trained = self.training;
         y.into_shape_with_order(dim).expect("same element count")
     }
 
-    /// Training mode. With `g = weight`, per channel and over its M values:
+    /// Training mode. With `g = weight`, per channel (and group) over its M values:
     /// - `dbias += sum dy`, `dweight += sum dy x_hat`;
     /// - `dx = g inv_std / M (M dy - sum dy - x_hat sum(dy x_hat))`: the gradient through
     ///   `x_hat`, minus its projection onto the directions that the mean and the
@@ -134,37 +157,38 @@ impl BatchNorm {
         check_shape("BatchNorm", "dy", &expected, dim.slice());
         let mut dx = into3(dy);
         check_shape("BatchNorm", "dy", &[Some(n), Some(c), Some(p)], dx.shape());
-        let sums = per_channel_pair(dx.view(), &self.x_hat, |dy, x_hat| {
-            let mut sum_dy = 0f64;
-            let mut sum_dy_xhat = 0f64;
-            Zip::from(&dy).and(&x_hat).for_each(|&d, &xh| {
-                sum_dy += d as f64;
-                sum_dy_xhat += d as f64 * xh as f64;
-            });
-            (sum_dy, sum_dy_xhat)
-        });
-        if self.requires_grad {
-            for (ch, &(sum_dy, sum_dy_xhat)) in sums.iter().enumerate() {
-                self.dbias[ch] += sum_dy as f32;
-                self.dweight[ch] += sum_dy_xhat as f32;
+        let groups = self.inv_std.len() / c;
+        let per_group = n / groups;
+        let group_len = per_group * c * p;
+        let x_hat = self.x_hat.as_slice().expect("standard layout");
+        let m = (per_group * p) as f64;
+        // Per group, per channel: [scale, mean of dy, mean of dy * x_hat].
+        let mut coef: Vec<[f32; 3]> = Vec::with_capacity(groups * c);
+        let dys = dx.as_slice().expect("standard layout");
+        for (g, (dys, xhs)) in dys.chunks_exact(group_len).zip(x_hat.chunks_exact(group_len)).enumerate() {
+            let sums = channel_pair_sums(dys, xhs, c, p);
+            for (ch, &[sum_dy, sum_dy_xhat]) in sums.iter().enumerate() {
+                if self.requires_grad {
+                    self.dbias[ch] += sum_dy as f32;
+                    self.dweight[ch] += sum_dy_xhat as f32;
+                }
+                let scale = self.weight[ch] * self.inv_std[g * c + ch];
+                coef.push(if self.trained {
+                    [scale, (sum_dy / m) as f32, (sum_dy_xhat / m) as f32]
+                } else {
+                    [scale, 0.0, 0.0]
+                });
             }
         }
-        let m = (n * p) as f32;
-        let trained = self.trained;
-        Zip::from(dx.axis_iter_mut(Axis(1)))
-            .and(self.x_hat.axis_iter(Axis(1)))
-            .and(&self.weight)
-            .and(&self.inv_std)
-            .and(&sums)
-            .par_for_each(|mut dx, x_hat, &g, &inv_std, &(sum_dy, sum_dy_xhat)| {
-                let scale = g * inv_std;
-                if trained {
-                    let (mean_dy, mean_dy_xhat) = ((sum_dy / m as f64) as f32, (sum_dy_xhat / m as f64) as f32);
-                    dx.zip_mut_with(&x_hat, |d, &xh| *d = scale * (*d - mean_dy - xh * mean_dy_xhat));
-                } else {
-                    dx.mapv_inplace(|d| scale * d);
+        let dxs = dx.as_slice_mut().expect("standard layout");
+        dxs.par_chunks_mut(c * p).zip(x_hat.par_chunks(c * p)).enumerate().for_each(|(img, (dxs, xhs))| {
+            let coef = &coef[img / per_group * c..][..c];
+            for (ch, &[scale, mean_dy, mean_dy_xhat]) in coef.iter().enumerate() {
+                for (d, &xh) in dxs[ch * p..(ch + 1) * p].iter_mut().zip(&xhs[ch * p..(ch + 1) * p]) {
+                    *d = scale * (*d - mean_dy - xh * mean_dy_xhat);
                 }
-            });
+            }
+        });
         dx.into_shape_with_order(dim).expect("same element count")
     }
 }
@@ -174,30 +198,70 @@ fn into3<D: Dimension>(x: Array<f32, D>) -> Array3<f32> {
     let s = x.shape().to_vec();
     let (n, c) = (s[0], s[1]);
     let p: usize = s[2..].iter().product();
-    x.as_standard_layout().into_owned().into_shape_with_order((n, c, p)).expect("same element count")
+    standard(x).into_shape_with_order((n, c, p)).expect("same element count")
 }
 
-/// `f` of each channel's `[N, P]` values, channels in parallel.
-fn per_channel<T: Send>(x: ArrayView3<f32>, f: impl Fn(ArrayView2<f32>) -> T + Sync + Send) -> Vec<T> {
-    x.axis_iter(Axis(1)).into_par_iter().map(f).collect()
+/// Channels per parallel task of the reductions.
+fn channel_block(c: usize, p: usize) -> usize {
+    (4096 / p.max(1)).clamp(1, c.max(1))
 }
 
-/// `f` of each channel's `[N, P]` values of two arrays, channels in parallel.
-fn per_channel_pair<T: Send>(
-    a: ArrayView3<f32>,
-    b: &Array3<f32>,
-    f: impl Fn(ArrayView2<f32>, ArrayView2<f32>) -> T + Sync,
-) -> Array1<T> {
-    let v: Vec<T> = a.axis_iter(Axis(1)).into_par_iter().zip(b.axis_iter(Axis(1))).map(|(a, b)| f(a, b)).collect();
-    Array1::from(v)
+/// Runs `f(c0, c1)` for blocks of channels `c0..c1` in parallel and concatenates the
+/// per-channel results in channel order.
+fn per_channel_block<T: Send>(c: usize, p: usize, f: impl Fn(usize, usize) -> Vec<T> + Sync + Send) -> Vec<T> {
+    let block = channel_block(c, p);
+    (0..c.div_ceil(block)).into_par_iter().flat_map_iter(|b| f(b * block, ((b + 1) * block).min(c))).collect()
 }
 
-/// `x = (x - mean[c]) * inv_std[c]` in place.
-fn normalise(mut x: ArrayViewMut3<f32>, mean: &[f32], inv_std: &[f32]) {
-    x.axis_iter_mut(Axis(1)).into_par_iter().enumerate().for_each(|(c, mut lane)| {
-        let (m, s) = (mean[c], inv_std[c]);
-        lane.mapv_inplace(|v| (v - m) * s);
+/// Each channel's mean and biased variance over its values, in f64, in the fixed
+/// order n-major then p (two passes, for accuracy when the mean is large against the
+/// spread). A block of channels reads, for each sample, one contiguous run of `x`.
+///
+/// x: [N, C, P] flat
+fn channel_moments(x: &[f32], c: usize, p: usize) -> (Vec<f64>, Vec<f64>) {
+    let n = x.len() / (c * p);
+    let m = (n * p) as f64;
+    let mean = per_channel_block(c, p, |c0, c1| {
+        let mut acc = vec![0f64; c1 - c0];
+        for img in 0..n {
+            for (a, seg) in acc.iter_mut().zip(x[(img * c + c0) * p..(img * c + c1) * p].chunks_exact(p)) {
+                *a += seg.iter().map(|&v| v as f64).sum::<f64>();
+            }
+        }
+        acc.into_iter().map(|s| s / m).collect()
     });
+    let var = per_channel_block(c, p, |c0, c1| {
+        let mut acc = vec![0f64; c1 - c0];
+        for img in 0..n {
+            let run = x[(img * c + c0) * p..(img * c + c1) * p].chunks_exact(p);
+            for ((a, seg), &mu) in acc.iter_mut().zip(run).zip(&mean[c0..c1]) {
+                *a += seg.iter().map(|&v| (v as f64 - mu).powi(2)).sum::<f64>();
+            }
+        }
+        acc.into_iter().map(|s| s / m).collect()
+    });
+    (mean, var)
+}
+
+/// For each channel, `[sum dy, sum dy*x_hat]` over its values, in the same fixed order.
+///
+/// dy, x_hat: [N, C, P] flat
+fn channel_pair_sums(dy: &[f32], x_hat: &[f32], c: usize, p: usize) -> Vec<[f64; 2]> {
+    let n = dy.len() / (c * p);
+    per_channel_block(c, p, |c0, c1| {
+        let mut acc = vec![[0f64; 2]; c1 - c0];
+        for img in 0..n {
+            let range = (img * c + c0) * p..(img * c + c1) * p;
+            let runs = dy[range.clone()].chunks_exact(p).zip(x_hat[range].chunks_exact(p));
+            for (a, (ds, xs)) in acc.iter_mut().zip(runs) {
+                for (&d, &xh) in ds.iter().zip(xs) {
+                    a[0] += d as f64;
+                    a[1] += d as f64 * xh as f64;
+                }
+            }
+        }
+        acc
+    })
 }
 
 impl Module for BatchNorm {
@@ -218,5 +282,45 @@ impl Module for BatchNorm {
     fn zero_grad(&mut self) {
         self.dweight.fill(0.0);
         self.dbias.fill(0.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{assert_close, random_array};
+    use ndarray::{Axis, concatenate};
+
+    /// Two groups in one pass give what two separate passes give: outputs, input
+    /// gradients, parameter gradients and running statistics.
+    #[test]
+    fn groups_match_separate_passes() {
+        for shape in [vec![6, 3], vec![4, 3, 2, 5]] {
+            let x = random_array(shape.clone(), 1);
+            let dy = random_array(shape.clone(), 2);
+            let half = shape[0] / 2;
+            let mut base = BatchNorm::new(3);
+            base.weight = random_array(3, 3) + 1.0;
+
+            let mut separate = base.clone();
+            let mut ys = Vec::new();
+            let mut dxs = Vec::new();
+            for part in 0..2 {
+                let rows = ndarray::Slice::from(part * half..(part + 1) * half);
+                ys.push(separate.forward(x.slice_axis(Axis(0), rows).to_owned()));
+                dxs.push(separate.backward(dy.slice_axis(Axis(0), rows).to_owned()));
+            }
+            let mut grouped = base.clone();
+            grouped.groups = 2;
+            let y = grouped.forward(x.clone());
+            let dx = grouped.backward(dy.clone());
+            let cat = |v: &[ndarray::ArrayD<f32>]| concatenate(Axis(0), &[v[0].view(), v[1].view()]).unwrap();
+            assert_close(&y, &cat(&ys), 1e-6, 1e-6, "grouped y");
+            assert_close(&dx, &cat(&dxs), 1e-6, 1e-6, "grouped dx");
+            assert_close(&grouped.dweight, &separate.dweight, 1e-6, 1e-6, "grouped dweight");
+            assert_close(&grouped.dbias, &separate.dbias, 1e-6, 1e-6, "grouped dbias");
+            assert_close(&grouped.running_mean, &separate.running_mean, 1e-6, 1e-7, "grouped running_mean");
+            assert_close(&grouped.running_var, &separate.running_var, 1e-6, 1e-7, "grouped running_var");
+        }
     }
 }

@@ -4,14 +4,14 @@
 //! Computed for the whole batch as one GEMM: `y_cm = W2 cols`, where
 //! `W2 = W viewed as [C_out, C_in*KH*KW]` and `cols = im2col(x): [C_in*KH*KW, N*P_out]`.
 
-use ndarray::{Array1, Array2, Array4, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, ArrayViewMut3};
+use ndarray::{Array1, Array4, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, ArrayViewMut3};
 use rand::Rng;
 
 use super::{Module, Param, check_shape};
 use crate::init;
+use crate::kernels::Workspace;
 use crate::kernels::gemm::gemm;
 use crate::kernels::im2col::{ConvGeom, col2im, from_channel_major, im2col, row_sums_into, to_channel_major};
-use crate::kernels::resize;
 
 #[derive(Clone)]
 pub struct Conv2d {
@@ -31,11 +31,11 @@ pub struct Conv2d {
     /// cols: [C_in*KH*KW, N*P_out], the unfolded input (what `dweight` needs).
     geom: ConvGeom,
     n: usize,
-    cols: Array2<f32>,
+    cols: Workspace,
     /// Workspaces kept from step to step. y_cm: [C_out, N*P_out], also used for dy;
     /// dcols: [C_in*KH*KW, N*P_out].
-    y_cm: Array2<f32>,
-    dcols: Array2<f32>,
+    y_cm: Workspace,
+    dcols: Workspace,
 }
 
 impl Conv2d {
@@ -54,9 +54,9 @@ impl Conv2d {
             requires_grad: true,
             geom: ConvGeom { c: c_in, h: 0, w: 0, kh: kernel, kw: kernel, stride, padding },
             n: 0,
-            cols: Array2::zeros((0, 0)),
-            y_cm: Array2::zeros((0, 0)),
-            dcols: Array2::zeros((0, 0)),
+            cols: Workspace::default(),
+            y_cm: Workspace::default(),
+            dcols: Workspace::default(),
         }
     }
 
@@ -91,14 +91,12 @@ impl Conv2d {
         let (n, _, h, w) = x.dim();
         let g = self.geometry(h, w);
         let p_out = g.p_out();
-        resize(&mut self.cols, (g.rows(), n * p_out));
+        self.cols.resize(g.rows(), n * p_out);
         im2col(x.view(), &g, self.cols.view_mut());
-        resize(&mut self.y_cm, (self.weight.dim().0, n * p_out));
-        let mut y_cm = std::mem::take(&mut self.y_cm);
-        gemm(1.0, flat(&self.weight), self.cols.view(), 0.0, y_cm.view_mut());
+        self.y_cm.resize(self.weight.dim().0, n * p_out);
+        gemm(1.0, flat(&self.weight), self.cols.view(), 0.0, self.y_cm.view_mut());
         let mut y = Array4::zeros((n, self.c_out(), g.h_out(), g.w_out()));
-        from_channel_major(y_cm.view(), self.bias.as_slice(), as3(&mut y));
-        self.y_cm = y_cm;
+        from_channel_major(self.y_cm.view(), self.bias.as_slice(), as3(&mut y));
         (self.geom, self.n) = (g, n);
         y
     }
@@ -113,15 +111,15 @@ impl Conv2d {
     pub fn backward(&mut self, dy: Array4<f32>) -> Array4<f32> {
         let g = self.geom;
         check_shape("Conv2d", "dy", &[Some(self.n), Some(self.c_out()), Some(g.h_out()), Some(g.w_out())], dy.shape());
-        let mut dy_cm = std::mem::take(&mut self.y_cm);
+        let dy_cm = &mut self.y_cm;
         to_channel_major(view3(&dy), dy_cm.view_mut());
         if self.requires_grad {
-            gemm(1.0, dy_cm.view(), self.cols.t(), 1.0, flat_mut(&mut self.dweight));
+            gemm(1.0, dy_cm.view(), self.cols.view().t(), 1.0, flat_mut(&mut self.dweight));
             row_sums_into(dy_cm.view(), &mut self.dbias);
         }
-        resize(&mut self.dcols, self.cols.dim());
+        let (rows, cols) = self.cols.dim();
+        self.dcols.resize(rows, cols);
         gemm(1.0, flat(&self.weight).t(), dy_cm.view(), 0.0, self.dcols.view_mut());
-        self.y_cm = dy_cm;
         let mut dx = Array4::zeros((self.n, g.c, g.h, g.w));
         col2im(self.dcols.view(), &g, None, dx.view_mut());
         dx

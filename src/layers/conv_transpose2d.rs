@@ -9,15 +9,15 @@
 //! `x_cm: [C_in, N*H*W]`, then `y = col2im(cols)`. This is exactly Conv2d's
 //! input-gradient path, and its backward pass is Conv2d's forward path.
 
-use ndarray::{Array1, Array2, Array4, ArrayView4};
+use ndarray::{Array1, Array4, ArrayView4};
 use rand::Rng;
 
 use super::conv2d::{as3, flat, flat_mut, view3};
 use super::{Module, Param, check_shape};
 use crate::init;
+use crate::kernels::Workspace;
 use crate::kernels::gemm::gemm;
 use crate::kernels::im2col::{ConvGeom, channel_sums_into, col2im, from_channel_major, im2col, to_channel_major};
-use crate::kernels::resize;
 
 #[derive(Clone)]
 pub struct ConvTranspose2d {
@@ -38,11 +38,11 @@ pub struct ConvTranspose2d {
     /// channel-major order (what `dweight` needs).
     geom: ConvGeom,
     n: usize,
-    x_cm: Array2<f32>,
+    x_cm: Workspace,
     /// Workspaces kept from step to step. cols: [C_out*KH*KW, N*H*W] (forward's
     /// product, then backward's im2col of dy); dx_cm: [C_in, N*H*W].
-    cols: Array2<f32>,
-    dx_cm: Array2<f32>,
+    cols: Workspace,
+    dx_cm: Workspace,
 }
 
 impl ConvTranspose2d {
@@ -61,9 +61,9 @@ impl ConvTranspose2d {
             requires_grad: true,
             geom: ConvGeom { c: c_out, h: 0, w: 0, kh: kernel, kw: kernel, stride, padding },
             n: 0,
-            x_cm: Array2::zeros((0, 0)),
-            cols: Array2::zeros((0, 0)),
-            dx_cm: Array2::zeros((0, 0)),
+            x_cm: Workspace::default(),
+            cols: Workspace::default(),
+            dx_cm: Workspace::default(),
         }
     }
 
@@ -99,9 +99,9 @@ impl ConvTranspose2d {
         check_shape("ConvTranspose2d", "input", &[None, Some(self.c_in()), None, None], x.shape());
         let (n, c_in, h, w) = x.dim();
         let g = self.geometry(h, w);
-        resize(&mut self.x_cm, (c_in, n * h * w));
+        self.x_cm.resize(c_in, n * h * w);
         to_channel_major(view3(&x), self.x_cm.view_mut());
-        resize(&mut self.cols, (g.rows(), n * h * w));
+        self.cols.resize(g.rows(), n * h * w);
         gemm(1.0, flat(&self.weight).t(), self.x_cm.view(), 0.0, self.cols.view_mut());
         let mut y = Array4::zeros((n, g.c, g.h, g.w));
         col2im(self.cols.view(), &g, self.bias.as_slice(), y.view_mut());
@@ -119,15 +119,15 @@ impl ConvTranspose2d {
     pub fn backward(&mut self, dy: Array4<f32>) -> Array4<f32> {
         let g = self.geom;
         check_shape("ConvTranspose2d", "dy", &[Some(self.n), Some(g.c), Some(g.h), Some(g.w)], dy.shape());
-        let mut dcols = std::mem::take(&mut self.cols);
+        let dcols = &mut self.cols;
         im2col(dy.view(), &g, dcols.view_mut());
         if self.requires_grad {
-            gemm(1.0, self.x_cm.view(), dcols.t(), 1.0, flat_mut(&mut self.dweight));
+            gemm(1.0, self.x_cm.view(), dcols.view().t(), 1.0, flat_mut(&mut self.dweight));
             channel_sums_into(view3(&dy), &mut self.dbias);
         }
-        resize(&mut self.dx_cm, self.x_cm.dim());
+        let (rows, cols) = self.x_cm.dim();
+        self.dx_cm.resize(rows, cols);
         gemm(1.0, flat(&self.weight), dcols.view(), 0.0, self.dx_cm.view_mut());
-        self.cols = dcols;
         let mut dx = Array4::zeros((self.n, self.c_in(), g.h_out(), g.w_out()));
         from_channel_major(self.dx_cm.view(), None, as3(&mut dx));
         dx

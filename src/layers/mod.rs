@@ -24,7 +24,7 @@ pub use conv_transpose2d::ConvTranspose2d;
 pub use conv2d::Conv2d;
 pub use linear::Linear;
 
-use ndarray::{ArrayViewD, ArrayViewMutD};
+use ndarray::{Array, ArrayViewD, ArrayViewMutD, Dimension};
 
 /// Panics with a message naming the layer, the tensor and both shapes, unless
 /// `actual` matches `expected` (where `None` in `expected` matches any size).
@@ -35,6 +35,12 @@ pub fn check_shape(layer: &str, tensor: &str, expected: &[Option<usize>], actual
         let want: Vec<String> = expected.iter().map(|e| e.map_or("*".to_string(), |e| e.to_string())).collect();
         panic!("{layer}: {tensor} has shape {actual:?}, expected [{}]", want.join(", "));
     }
+}
+
+/// `x` itself when it is in standard (row-major, contiguous) layout, which is the
+/// usual case; otherwise a standard-layout copy. The fast loops need flat slices.
+pub fn standard<D: Dimension>(x: Array<f32, D>) -> Array<f32, D> {
+    if x.is_standard_layout() { x } else { x.as_standard_layout().into_owned() }
 }
 
 /// One trainable tensor: its value and the gradient accumulated for it, under the

@@ -178,6 +178,16 @@ impl Sequential {
         }
     }
 
+    /// How many independent batches the input stacks along N: batch norm normalises
+    /// each with its own statistics (see `BatchNorm::groups`).
+    pub fn set_groups(&mut self, groups: usize) {
+        for (_, layer) in &mut self.layers {
+            if let Layer::BatchNorm(l) = layer {
+                l.groups = groups;
+            }
+        }
+    }
+
     /// Training mode (batch statistics) or evaluation mode (running statistics).
     pub fn set_training(&mut self, on: bool) {
         for (_, layer) in &mut self.layers {
