@@ -1,15 +1,23 @@
 # infogan: the commands a user runs. `make help` lists them.
 
 CARGO ?= cargo
+DATASET ?= mnist
+MODEL ?= infogan
+BIN := target/release/infogan
 
-.PHONY: help build test lint bench
+# Optional overrides of `make train`, passed on only when set.
+TRAIN_FLAGS := $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SEED),--seed $(SEED)) $(if $(OUT),--out $(OUT)) $(ARGS)
+
+.PHONY: help build test lint bench data train
 
 help:
-	@echo "make test            run every test (unit, gradient properties, PyTorch reference, determinism)"
-	@echo "make lint            cargo fmt --check and clippy with warnings as errors"
-	@echo "make bench           GEMM and layer throughput (cargo bench)"
-	@echo "make build           build the release binary target/release/infogan"
-	@echo "make data DATASET=d  fetch a dataset (mnist, fashion-mnist, cifar10) into data/d/"
+	@echo "make train DATASET=d  fetch the data, build, and train (d: mnist, fashion-mnist, cifar10)"
+	@echo "                      options: MODEL=gan  EPOCHS=N  SEED=N  OUT=dir  ARGS='more infogan train flags'"
+	@echo "make test             run every test (unit, gradient properties, PyTorch reference, determinism, CLI)"
+	@echo "make bench            GEMM and layer throughput (cargo bench) and a training-step benchmark"
+	@echo "make data DATASET=d   fetch a dataset into data/d/"
+	@echo "make lint             cargo fmt --check and clippy with warnings as errors"
+	@echo "make build            build the release binary $(BIN)"
 
 build:
 	$(CARGO) build --release
@@ -21,11 +29,13 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
 
-bench:
+bench: build
 	$(CARGO) bench
+	$(BIN) bench --dataset mnist
+	$(BIN) bench --dataset cifar10
 
-DATASET ?= mnist
-
-.PHONY: data
 data:
 	@data/fetch.sh $(DATASET)
+
+train: build data
+	$(BIN) train --dataset $(DATASET) --model $(MODEL) $(TRAIN_FLAGS)

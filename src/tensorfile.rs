@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::Path;
 
 use ndarray::ArrayD;
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
 
@@ -56,18 +56,39 @@ impl TensorFile {
             .ok_or_else(|| Error::bad_file(path, format!("has no metadata entry {key}")))
     }
 
-    /// The file's bytes in the safetensors format.
+    /// The file's bytes in the safetensors format: an 8-byte little-endian header
+    /// length, a JSON header (padded with spaces to a multiple of 8 bytes), then the
+    /// tensors' little-endian data in name order.
+    ///
+    /// Written here rather than by the `safetensors` crate, whose metadata is a
+    /// `HashMap`: its random iteration order would make two identical checkpoints
+    /// differ byte for byte. Here every key is sorted, so the same state always gives
+    /// the same file. (Reading goes through the crate, which validates.)
     pub fn to_bytes(&self) -> Vec<u8> {
-        let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = self
-            .tensors
-            .iter()
-            .map(|(name, t)| (name.clone(), t.iter().flat_map(|v| v.to_le_bytes()).collect(), t.shape().to_vec()))
-            .collect();
-        let views = bytes.iter().map(|(name, data, shape)| {
-            (name.as_str(), TensorView::new(Dtype::F32, shape.clone(), data).expect("size matches shape"))
-        });
-        let metadata = if self.metadata.is_empty() { None } else { Some(self.metadata.clone()) };
-        safetensors::serialize(views, metadata).expect("f32 tensors always serialize")
+        let mut header = serde_json::Map::new();
+        if !self.metadata.is_empty() {
+            let meta: serde_json::Map<String, serde_json::Value> =
+                self.metadata.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str()))).collect();
+            header.insert("__metadata__".into(), meta.into());
+        }
+        let mut offset = 0usize;
+        for (name, t) in &self.tensors {
+            let len = 4 * t.len();
+            header.insert(
+                name.clone(),
+                serde_json::json!({ "dtype": "F32", "shape": t.shape(), "data_offsets": [offset, offset + len] }),
+            );
+            offset += len;
+        }
+        let mut json = serde_json::Value::Object(header).to_string().into_bytes();
+        json.resize(json.len().next_multiple_of(8), b' ');
+        let mut bytes = Vec::with_capacity(8 + json.len() + offset);
+        bytes.extend((json.len() as u64).to_le_bytes());
+        bytes.extend(json);
+        for t in self.tensors.values() {
+            bytes.extend(t.iter().flat_map(|v| v.to_le_bytes()));
+        }
+        bytes
     }
 
     /// Writes the file atomically: readers see the old file or the new one, never a

@@ -301,6 +301,12 @@ pub fn keep_freed_memory() {
 /// The entry point of the binary: runs the command and turns an error into a message
 /// on stderr and exit status 1.
 pub fn main() -> std::process::ExitCode {
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!(
+            "infogan: internal error, this is a bug: {info}\n  please report it with the command that caused it \
+             (set RUST_BACKTRACE=1 for a backtrace)"
+        );
+    }));
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,

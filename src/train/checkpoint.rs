@@ -100,7 +100,15 @@ pub fn load(path: &Path) -> Result<Loaded> {
 
 /// Copies tensor `name` of the file into `into`, checking its shape.
 fn restore(file: &TensorFile, path: &Path, name: &str, into: &mut ndarray::ArrayViewMutD<f32>) -> Result<()> {
-    let t = file.get(name, path)?;
+    let t = file.tensors.get(name).ok_or_else(|| {
+        Error::bad_file(
+            path,
+            format!(
+                "has no tensor {name}, which the architecture in its configuration needs: the weights belong to \
+                 another architecture, or the file is damaged"
+            ),
+        )
+    })?;
     if t.shape() != into.shape() {
         return Err(Error::bad_file(
             path,

@@ -1,0 +1,246 @@
+//! The `infogan` binary end to end, on tiny synthetic datasets: resuming gives the
+//! same bits as an uninterrupted run, so does the thread count, bad input gets a clear
+//! error and a non-zero exit, Ctrl-C saves a checkpoint.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use infogan::data::idx::{IdxImages, encode_images, encode_labels};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_infogan"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("the binary runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A folder with `count` pseudo-random 28x28 training images and labels in IDX format.
+fn tiny_mnist(dir: &Path, count: usize) -> PathBuf {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let pixels = (0..count * 784).map(|i| ((i * 7919 + i / 784 * 31) % 256) as u8).collect();
+    let images = IdxImages { count, rows: 28, cols: 28, pixels };
+    std::fs::write(data.join("train-images-idx3-ubyte"), encode_images(&images)).unwrap();
+    let labels: Vec<u8> = (0..count).map(|i| (i % 10) as u8).collect();
+    std::fs::write(data.join("train-labels-idx1-ubyte"), encode_labels(&labels)).unwrap();
+    data
+}
+
+/// `infogan train` on the tiny dataset with small batches; extra flags appended.
+fn train(data: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["train", "--dataset", "mnist", "--batch-size", "8", "--seed", "3"];
+    let (d, o) = (data.to_str().unwrap().to_string(), out.to_str().unwrap().to_string());
+    args.extend(["--data-dir", &d, "--out", &o]);
+    args.extend(extra);
+    run(&args)
+}
+
+/// Every tensor and metadata entry bit-identical, then the files byte-identical.
+fn assert_same_checkpoint(a: &Path, b: &Path) {
+    let (fa, fb) =
+        (infogan::tensorfile::TensorFile::read(a).unwrap(), infogan::tensorfile::TensorFile::read(b).unwrap());
+    assert_eq!(fa.metadata, fb.metadata, "metadata differs");
+    assert_eq!(fa.tensors.keys().collect::<Vec<_>>(), fb.tensors.keys().collect::<Vec<_>>());
+    for (name, ta) in &fa.tensors {
+        let tb = &fb.tensors[name];
+        let same = ta.shape() == tb.shape() && ta.iter().zip(tb.iter()).all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(same, "tensor {name} differs");
+    }
+    assert!(std::fs::read(a).unwrap() == std::fs::read(b).unwrap(), "files differ byte for byte");
+}
+
+fn assert_ok(out: &Output, what: &str) {
+    assert!(out.status.success(), "{what} failed: {}", stderr(out));
+}
+
+#[test]
+fn resume_gives_the_bits_of_an_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tiny_mnist(tmp.path(), 32);
+    let (whole, split) = (tmp.path().join("whole"), tmp.path().join("split"));
+    // 4 steps per epoch: the interrupted run stops mid-epoch and resumes across an
+    // epoch boundary.
+    assert_ok(&train(&data, &whole, &["--max-steps", "7", "--log-every", "1"]), "uninterrupted run");
+    assert_ok(&train(&data, &split, &["--max-steps", "3", "--log-every", "1"]), "first half");
+    let resumed = train(&data, &split, &["--max-steps", "7", "--resume", "--log-every", "1"]);
+    assert_ok(&resumed, "resumed run");
+    assert!(stderr(&resumed).contains("resuming from"), "{}", stderr(&resumed));
+    assert_same_checkpoint(&whole.join("checkpoint.safetensors"), &split.join("checkpoint.safetensors"));
+    // The log has every step once.
+    let log = std::fs::read_to_string(split.join("losses.csv")).unwrap();
+    let steps: Vec<&str> = log.lines().skip(1).map(|l| l.split(',').nth(1).unwrap()).collect();
+    assert_eq!(steps, ["1", "2", "3", "4", "5", "6", "7"], "{log}");
+    for file in ["samples/epoch_002.png", "traversals/epoch_002_cont_2.png", "losses.png"] {
+        assert!(split.join(file).is_file(), "{file} missing");
+    }
+}
+
+#[test]
+fn one_and_two_threads_give_the_same_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tiny_mnist(tmp.path(), 32);
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+    assert_ok(&train(&data, &one, &["--max-steps", "3", "--threads", "1"]), "1 thread");
+    assert_ok(&train(&data, &two, &["--max-steps", "3", "--threads", "2"]), "2 threads");
+    assert_same_checkpoint(&one.join("checkpoint.safetensors"), &two.join("checkpoint.safetensors"));
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_no_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tiny_mnist(tmp.path(), 32);
+    let out_dir = tmp.path().join("run");
+
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["train".into(), "--dataset".into(), "svhn".into()], "invalid value 'svhn'"),
+        (
+            vec!["train".into(), "--batch-size".into(), "0".into(), "--data-dir".into(), data.display().to_string()],
+            "--batch-size 0 is too small",
+        ),
+        (
+            vec!["train".into(), "--resume".into(), "--out".into(), out_dir.display().to_string()],
+            "there is no checkpoint",
+        ),
+        (vec!["train".into(), "--data-dir".into(), "/nonexistent".into()], "make data DATASET=mnist"),
+        (
+            vec![
+                "sample".into(),
+                "--checkpoint".into(),
+                "/nonexistent.safetensors".into(),
+                "--out".into(),
+                "x.png".into(),
+            ],
+            "cannot read /nonexistent.safetensors",
+        ),
+        (vec!["bench".into(), "--lr-g=-1".into()], "learning rates must be positive"),
+        (vec!["train".into(), "--categorical".into(), "10,1".into()], "at least 2"),
+    ];
+    for (args, expected) in cases {
+        let out = bin().args(&args).output().unwrap();
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(expected), "{args:?}: expected {expected:?} in:\n{err}");
+        assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
+    }
+
+    // A real checkpoint, then broken copies of it.
+    assert_ok(&train(&data, &out_dir, &["--max-steps", "1"]), "training");
+    let good = std::fs::read(out_dir.join("checkpoint.safetensors")).unwrap();
+    let broken = tmp.path().join("broken.safetensors");
+    let sample = |path: &Path| run(&["sample", "--checkpoint", path.to_str().unwrap(), "--out", "/dev/null"]);
+
+    std::fs::write(&broken, &good[..good.len() / 2]).unwrap();
+    let out = sample(&broken);
+    assert!(!out.status.success() && stderr(&out).contains("not a valid safetensors file"), "{}", stderr(&out));
+
+    std::fs::write(&broken, b"not a checkpoint at all").unwrap();
+    let out = sample(&broken);
+    assert!(!out.status.success() && stderr(&out).contains("broken.safetensors"), "{}", stderr(&out));
+
+    // The same tensors under the configuration of another architecture: another
+    // dataset (other layers), or another latent size (other shapes).
+    for (from, to) in [("\"mnist\"", "\"cifar10\""), ("\"noise\":62", "\"noise\":10")] {
+        let mut file = infogan::tensorfile::TensorFile::read(&out_dir.join("checkpoint.safetensors")).unwrap();
+        let config = file.metadata["config"].replace(from, to);
+        assert_ne!(config, file.metadata["config"], "{from} not in the configuration");
+        file.metadata.insert("config".into(), config);
+        file.write(&broken).unwrap();
+        let out = sample(&broken);
+        assert!(!out.status.success() && stderr(&out).contains("another architecture"), "{}", stderr(&out));
+    }
+
+    // --resume with a flag that contradicts the checkpoint.
+    let out = train(&data, &out_dir, &["--resume", "--noise", "10"]);
+    assert!(!out.status.success() && stderr(&out).contains("--noise 10"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_diverging_run_stops_with_a_clear_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tiny_mnist(tmp.path(), 32);
+    let out = train(&data, &tmp.path().join("nan"), &["--lr-d", "1e30", "--lr-g", "1e30", "--max-steps", "40"]);
+    assert!(!out.status.success(), "training with absurd learning rates succeeded");
+    let err = stderr(&out);
+    assert!(err.contains("non-finite") && err.contains("--lr-d"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn sample_and_bench_produce_their_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tiny_mnist(tmp.path(), 32);
+    let run_dir = tmp.path().join("run");
+    assert_ok(&train(&data, &run_dir, &["--max-steps", "2"]), "training");
+    let png = tmp.path().join("sample.png");
+    let ckpt = run_dir.join("checkpoint.safetensors");
+    let out = run(&[
+        "sample",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--cat",
+        "3",
+        "--cont",
+        "-1,0.5",
+        "--n",
+        "5",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert_ok(&out, "sample");
+    let img = infogan::output::png::Image::load(&png).unwrap();
+    assert_eq!((img.width, img.height), (5 * 30 + 2, 30 + 2));
+
+    let out = run(&["bench", "--steps", "2", "--batch-size", "8", "--threads", "1"]);
+    assert_ok(&out, "bench");
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    assert_eq!(line["dataset"], "mnist");
+    assert_eq!(line["batch_size"], 8);
+    assert_eq!(line["threads"], 1);
+    assert!(line["images_per_s"].as_f64().unwrap() > 0.0);
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tiny_mnist(tmp.path(), 64);
+    let out_dir = tmp.path().join("run");
+    let mut child = bin()
+        .args(["train", "--batch-size", "8", "--data-dir", data.to_str().unwrap(), "--out", out_dir.to_str().unwrap()])
+        .args(["--epochs", "1000", "--log-every", "1"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until a few steps are logged, then interrupt.
+    let log = out_dir.join("losses.csv");
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&log).map_or(0, |s| s.lines().count()) < 4 {
+        assert!(started.elapsed().as_secs() < 120, "training did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: sending a signal to our own child process, whose pid we hold.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "exit status {:?}: {err}", out.status);
+    assert!(err.contains("interrupted at step"), "{err}");
+    assert!(out_dir.join("checkpoint.safetensors").is_file(), "no checkpoint after Ctrl-C");
+    let resumed = run(&[
+        "train",
+        "--resume",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--max-steps",
+        "1",
+    ]);
+    assert!(resumed.status.success() && stderr(&resumed).contains("already at step"), "{}", stderr(&resumed));
+}
