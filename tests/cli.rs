@@ -210,7 +210,7 @@ fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tiny_mnist(tmp.path(), 64);
     let out_dir = tmp.path().join("run");
-    let mut child = bin()
+    let child = bin()
         .args(["train", "--batch-size", "8", "--data-dir", data.to_str().unwrap(), "--out", out_dir.to_str().unwrap()])
         .args(["--epochs", "1000", "--log-every", "1"])
         .stderr(std::process::Stdio::piped())
