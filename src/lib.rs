@@ -21,6 +21,7 @@
 pub mod cli;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod init;
 pub mod kernels;
 pub mod layers;

@@ -1,6 +1,7 @@
 //! The `infogan` command line: argument parsing, and one module per subcommand.
 
 pub mod bench;
+pub mod eval;
 pub mod sample;
 pub mod train;
 
@@ -35,6 +36,8 @@ enum Command {
     Sample(sample::SampleArgs),
     /// Time training steps on random data and print one JSON line
     Bench(BenchArgs),
+    /// Score the categorical code as an unsupervised classifier of the real test images
+    Eval(eval::EvalArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -271,6 +274,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => train::run(args),
         Command::Sample(args) => sample::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::Bench(args) => {
             let threads = set_threads(args.threads)?;
             if args.steps == 0 {

@@ -13,7 +13,8 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use super::{DatasetArg, ModelArg, ModelFlags, default_epochs, default_out, set_threads};
 use crate::data::{self, DatasetKind, Shuffler, Split};
 use crate::error::{Error, Result};
-use crate::models::{Generator, LatentBatch};
+use crate::eval::{categorical_accuracy, lower_bounds, mean_rows};
+use crate::models::{Generator, LatentBatch, LatentSpec};
 use crate::output::csv::{CsvLog, LOSS_HEADER};
 use crate::output::curves::losses_chart;
 use crate::output::grid::tile;
@@ -70,6 +71,17 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let dataset = config.arch.dataset;
     let data_dir = args.data_dir.clone().unwrap_or_else(|| dataset.default_dir());
     let train_set = data::load(dataset, &data_dir, Split::Train)?;
+    let test_set = if config.arch.latent.categorical.is_empty() {
+        None
+    } else {
+        match data::load(dataset, &data_dir, Split::Test) {
+            Ok(set) => Some(set),
+            Err(e) => {
+                eprintln!("infogan: warning: no test split ({e}); metrics.csv will not record categorical_accuracy");
+                None
+            }
+        }
+    };
     let mut shuffler = Shuffler::new(train_set.len(), config.batch_size);
     let per_epoch = shuffler.batches_per_epoch() as u64;
     if per_epoch == 0 {
@@ -104,6 +116,16 @@ pub fn run(args: TrainArgs) -> Result<()> {
     eprintln!("infogan: writing to {}", out.display());
 
     let mut log = CsvLog::open(&out.join("losses.csv"), LOSS_HEADER, trainer.step)?;
+    let names = code_names(&config.arch.latent);
+    let bound_cols: Vec<String> = names.iter().map(|n| format!("mi_bound_{n}")).collect();
+    let mut info_log =
+        CsvLog::open(&out.join("information.csv"), &format!("epoch,step,{}", bound_cols.join(",")), trainer.step)?;
+    let mut metrics = CsvLog::open(
+        &out.join("metrics.csv"),
+        &format!("epoch,step,categorical_accuracy,{}", bound_cols.join(",")),
+        trainer.step,
+    )?;
+    let mut epoch_codes: Vec<Vec<f64>> = Vec::new();
     let mut progress = Progress::new(total_steps, trainer.step, per_epoch);
     let mut window = Window::default();
     let mut epoch = (trainer.step / per_epoch) as usize;
@@ -114,6 +136,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         let started = Instant::now();
         let stats = trainer.train_step(real);
         window.add(&stats, config.batch_size, started.elapsed().as_secs_f64());
+        epoch_codes.push(stats.code_losses.clone());
         if ![stats.d_loss, stats.g_loss, stats.info_loss].iter().all(|v| v.is_finite()) {
             progress.finish();
             return Err(Error::Training(format!(
@@ -132,6 +155,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         if trainer.step.is_multiple_of(args.log_every) || epoch_done || stop {
             let row = window.row(epoch + 1, trainer.step);
             log.row(&row.iter().map(|v| format!("{v}")).collect::<Vec<_>>())?;
+            let bounds = lower_bounds(&config.arch.latent, &mean_rows(&window.code_losses));
+            info_log.row(&numbers(epoch + 1, trainer.step, None, &bounds))?;
             progress.update(trainer.step, epoch + 1, &window);
             window = Window::default();
         } else {
@@ -139,6 +164,17 @@ pub fn run(args: TrainArgs) -> Result<()> {
         }
         if epoch_done || stop {
             log.flush()?;
+            info_log.flush()?;
+            let accuracy = test_set
+                .as_ref()
+                .map(|t| categorical_accuracy(&trainer.discriminator, &config.arch.latent, t).accuracy);
+            let bounds = lower_bounds(&config.arch.latent, &mean_rows(&epoch_codes));
+            metrics.row(&numbers(epoch + 1, trainer.step, Some(accuracy.unwrap_or(f64::NAN)), &bounds))?;
+            metrics.flush()?;
+            epoch_codes.clear();
+            if let Some(a) = accuracy {
+                progress.message(&format!("epoch {}: categorical accuracy on the test images {a:.4}", epoch + 1));
+            }
             write_epoch_outputs(&mut trainer, &out, epoch + 1)?;
             losses_chart(&out.join("losses.csv"), &out.join("losses.png"))?;
             progress.message(&format!(
@@ -281,6 +317,19 @@ fn write_epoch_outputs(trainer: &mut Trainer, out: &Path, epoch: usize) -> Resul
     checkpoint::save(trainer, &out.join("checkpoint.safetensors"))
 }
 
+/// Column names of the codes: `cat1`, `cat2`, ... then `cont1`, `cont2`, ...
+pub fn code_names(spec: &LatentSpec) -> Vec<String> {
+    let cat = (1..=spec.categorical.len()).map(|k| format!("cat{k}"));
+    cat.chain((1..=spec.continuous).map(|j| format!("cont{j}"))).collect()
+}
+
+/// A CSV row: epoch, step, an optional value, then more values.
+fn numbers(epoch: usize, step: u64, first: Option<f64>, rest: &[f64]) -> Vec<String> {
+    let mut row = vec![epoch.to_string(), step.to_string()];
+    row.extend(first.iter().chain(rest).map(|v| format!("{v:.5}")));
+    row
+}
+
 /// Sums of the step statistics since the last log row.
 #[derive(Default)]
 struct Window {
@@ -292,6 +341,7 @@ struct Window {
     d_fake: f64,
     images: usize,
     seconds: f64,
+    code_losses: Vec<Vec<f64>>,
 }
 
 impl Window {
@@ -304,6 +354,7 @@ impl Window {
         self.d_fake += s.d_fake;
         self.images += images;
         self.seconds += seconds;
+        self.code_losses.push(s.code_losses.clone());
     }
 
     fn mean(&self, v: f64) -> f64 {

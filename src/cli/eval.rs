@@ -1,0 +1,57 @@
+//! `infogan eval`: the categorical code's unsupervised classification accuracy on the
+//! real test images, as one JSON line.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::data::{self, Split};
+use crate::error::{Error, Result};
+use crate::eval::categorical_accuracy;
+use crate::train::checkpoint;
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// A checkpoint.safetensors written by `infogan train`
+    #[arg(long, value_name = "FILE")]
+    checkpoint: PathBuf,
+    /// Folder holding the dataset's official files [default: data/<dataset of the checkpoint>]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Worker threads [default: all cores, or RAYON_NUM_THREADS]
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+}
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    super::set_threads(args.threads)?;
+    let loaded = checkpoint::load(&args.checkpoint)?;
+    let spec = &loaded.config.arch.latent;
+    if spec.categorical.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{} has no categorical code to evaluate (trained with --categorical none)",
+            args.checkpoint.display()
+        )));
+    }
+    let dataset = loaded.config.arch.dataset;
+    let dir = args.data_dir.unwrap_or_else(|| dataset.default_dir());
+    let test = data::load(dataset, &dir, Split::Test)?;
+    let e = categorical_accuracy(&loaded.discriminator, spec, &test);
+    let map: serde_json::Map<String, serde_json::Value> = e
+        .code_to_label
+        .iter()
+        .enumerate()
+        .map(|(k, l)| (k.to_string(), l.map_or(serde_json::Value::Null, |l| test.class_names[l].clone().into())))
+        .collect();
+    let line = serde_json::json!({
+        "checkpoint": args.checkpoint.display().to_string(),
+        "dataset": dataset.name(),
+        "model": loaded.config.model.name(),
+        "test_images": test.len(),
+        "categorical_accuracy": (e.accuracy * 1e4).round() / 1e4,
+        "purity": e.purity.iter().map(|p| p.map(|p| (p * 1e4).round() / 1e4)).collect::<Vec<_>>(),
+        "code_to_label": map,
+    });
+    println!("{line}");
+    Ok(())
+}

@@ -1,0 +1,237 @@
+//! The InfoGAN paper's unsupervised classification measure: how well the first
+//! categorical code, read off by Q on real images, predicts their labels (Chen et al.,
+//! 2016, section 7.1: about 5% error on MNIST). Code values are matched to labels by
+//! the best one-to-one assignment (the Hungarian algorithm); with more code values
+//! than labels, each value takes its majority label.
+
+use ndarray::s;
+
+use crate::data::Dataset;
+use crate::models::{Discriminator, LatentSpec};
+
+/// Images per batch when classifying.
+pub const EVAL_BATCH: usize = 100;
+
+/// The result of `categorical_accuracy`.
+#[derive(Debug, Clone)]
+pub struct CategoricalEval {
+    /// Fraction of images whose mapped code value equals their label.
+    pub accuracy: f64,
+    /// For each code value: the share of its images that carry its most common label
+    /// (None if Q never chose that value).
+    pub purity: Vec<Option<f64>>,
+    /// For each code value: the label it is mapped to (None if it got none).
+    pub code_to_label: Vec<Option<usize>>,
+    /// counts[k][l]: images of label l that Q put in code value k.
+    pub counts: Vec<Vec<usize>>,
+}
+
+/// Q's most likely value of the first categorical code for every image of `data`.
+///
+/// Batch norm uses the statistics of each batch of real images, as the discriminator
+/// saw real batches in training (its running statistics mix real and generated
+/// batches). The discriminator is cloned, so its running statistics are untouched.
+pub fn predict_codes(d: &Discriminator, spec: &LatentSpec, data: &Dataset) -> Vec<usize> {
+    let k = spec.categorical.first().copied().expect("predict_codes needs a categorical code");
+    let mut d = d.clone();
+    d.set_training(true);
+    d.set_requires_grad(false);
+    let mut codes = Vec::with_capacity(data.len());
+    let indices: Vec<usize> = (0..data.len()).collect();
+    for chunk in indices.chunks(EVAL_BATCH) {
+        // Batch norm needs two or more images: a last batch of one is classified
+        // together with the image before it.
+        let (batch, skip) =
+            if chunk.len() == 1 && chunk[0] > 0 { (vec![chunk[0] - 1, chunk[0]], 1) } else { (chunk.to_vec(), 0) };
+        let h = d.features(data.batch(&batch));
+        let q = d.q_outputs(h);
+        for row in q.slice(s![.., ..k]).outer_iter().skip(skip) {
+            let best =
+                row.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
+            codes.push(best.0);
+        }
+    }
+    codes
+}
+
+/// Scores predicted code values against labels.
+pub fn score(codes: &[usize], labels: &[u8], code_values: usize, classes: usize) -> CategoricalEval {
+    let mut counts = vec![vec![0usize; classes]; code_values];
+    for (&c, &l) in codes.iter().zip(labels) {
+        counts[c][l as usize] += 1;
+    }
+    let code_to_label: Vec<Option<usize>> = if code_values <= classes {
+        let weights: Vec<Vec<f64>> = counts.iter().map(|row| row.iter().map(|&n| n as f64).collect()).collect();
+        hungarian_max(&weights).into_iter().map(Some).collect()
+    } else {
+        counts
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .enumerate()
+                    .max_by_key(|&(l, &n)| (n, std::cmp::Reverse(l)))
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(l, _)| l)
+            })
+            .collect()
+    };
+    let correct: usize = code_to_label.iter().zip(&counts).map(|(m, row)| m.map_or(0, |l| row[l])).sum();
+    let purity = counts
+        .iter()
+        .map(|row| {
+            let total: usize = row.iter().sum();
+            (total > 0).then(|| *row.iter().max().unwrap_or(&0) as f64 / total as f64)
+        })
+        .collect();
+    CategoricalEval { accuracy: correct as f64 / codes.len().max(1) as f64, purity, code_to_label, counts }
+}
+
+/// Classifies `data` with the discriminator's Q head and scores it.
+pub fn categorical_accuracy(d: &Discriminator, spec: &LatentSpec, data: &Dataset) -> CategoricalEval {
+    let codes = predict_codes(d, spec, data);
+    score(&codes, &data.labels, spec.categorical[0], data.class_names.len())
+}
+
+/// The assignment of rows to distinct columns that maximises the total weight
+/// (`rows <= cols`): the Hungarian algorithm (Kuhn-Munkres) with potentials, O(n^3).
+/// Returns the column of each row.
+pub fn hungarian_max(weights: &[Vec<f64>]) -> Vec<usize> {
+    let n = weights.len();
+    let m = weights.first().map_or(0, Vec::len);
+    assert!(n <= m, "hungarian_max: {n} rows but only {m} columns");
+    // Minimise cost = max - weight, on a 1-indexed formulation (e-maxx's).
+    let max = weights.iter().flatten().fold(0f64, |a, &b| a.max(b));
+    let cost = |i: usize, j: usize| max - weights[i - 1][j - 1];
+    let (mut u, mut v) = (vec![0f64; n + 1], vec![0f64; m + 1]);
+    let (mut p, mut way) = (vec![0usize; m + 1], vec![0usize; m + 1]);
+    for i in 1..=n {
+        p[0] = i;
+        let mut j0 = 0;
+        let mut minv = vec![f64::INFINITY; m + 1];
+        let mut used = vec![false; m + 1];
+        loop {
+            used[j0] = true;
+            let i0 = p[j0];
+            let (mut delta, mut j1) = (f64::INFINITY, 0);
+            for j in 1..=m {
+                if !used[j] {
+                    let cur = cost(i0, j) - u[i0] - v[j];
+                    if cur < minv[j] {
+                        minv[j] = cur;
+                        way[j] = j0;
+                    }
+                    if minv[j] < delta {
+                        delta = minv[j];
+                        j1 = j;
+                    }
+                }
+            }
+            for j in 0..=m {
+                if used[j] {
+                    u[p[j]] += delta;
+                    v[j] -= delta;
+                } else {
+                    minv[j] -= delta;
+                }
+            }
+            j0 = j1;
+            if p[j0] == 0 {
+                break;
+            }
+        }
+        loop {
+            let j1 = way[j0];
+            p[j0] = p[j1];
+            j0 = j1;
+            if j0 == 0 {
+                break;
+            }
+        }
+    }
+    let mut assignment = vec![0; n];
+    for j in 1..=m {
+        if p[j] > 0 {
+            assignment[p[j] - 1] = j - 1;
+        }
+    }
+    assignment
+}
+
+/// The per-code information lower bounds `H(c) - loss` from per-code losses.
+pub fn lower_bounds(spec: &LatentSpec, code_losses: &[f64]) -> Vec<f64> {
+    spec.code_entropies().iter().zip(code_losses).map(|(h, l)| h - l).collect()
+}
+
+/// Mean of rows of per-code values (for averaging step statistics).
+pub fn mean_rows(rows: &[Vec<f64>]) -> Vec<f64> {
+    let n = rows.len().max(1) as f64;
+    let width = rows.first().map_or(0, Vec::len);
+    (0..width).map(|j| rows.iter().map(|r| r[j]).sum::<f64>() / n).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every permutation of a small matrix, to check the Hungarian result.
+    fn brute_force(w: &[Vec<f64>]) -> f64 {
+        fn go(w: &[Vec<f64>], row: usize, used: &mut Vec<bool>) -> f64 {
+            if row == w.len() {
+                return 0.0;
+            }
+            let mut best = f64::NEG_INFINITY;
+            for j in 0..w[0].len() {
+                if !used[j] {
+                    used[j] = true;
+                    best = best.max(w[row][j] + go(w, row + 1, used));
+                    used[j] = false;
+                }
+            }
+            best
+        }
+        go(w, 0, &mut vec![false; w[0].len()])
+    }
+
+    #[test]
+    fn hungarian_finds_the_best_assignment() {
+        let mut seed = 1u64;
+        for (n, m) in [(1, 1), (3, 3), (4, 6), (6, 6), (7, 7)] {
+            for _ in 0..20 {
+                let w: Vec<Vec<f64>> = (0..n)
+                    .map(|_| {
+                        (0..m)
+                            .map(|_| {
+                                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                                (seed >> 40) as f64 % 100.0
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let a = hungarian_max(&w);
+                let mut cols = a.clone();
+                cols.sort();
+                cols.dedup();
+                assert_eq!(cols.len(), n, "columns used twice: {a:?}");
+                let total: f64 = a.iter().enumerate().map(|(i, &j)| w[i][j]).sum();
+                assert_eq!(total, brute_force(&w), "{w:?} -> {a:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn score_maps_permuted_codes_back_to_labels() {
+        // Code value k holds label (k + 3) % 10, with one mistake.
+        let labels: Vec<u8> = (0..100).map(|i| (i % 10) as u8).collect();
+        let mut codes: Vec<usize> = labels.iter().map(|&l| (l as usize + 7) % 10).collect();
+        codes[0] = 5;
+        let e = score(&codes, &labels, 10, 10);
+        assert_eq!(e.accuracy, 0.99);
+        assert_eq!(e.code_to_label[7], Some(0));
+        // More code values than labels: each takes its majority label.
+        let codes: Vec<usize> = labels.iter().enumerate().map(|(i, &l)| l as usize + 10 * (i % 2)).collect();
+        let e = score(&codes, &labels, 20, 10);
+        assert_eq!(e.accuracy, 1.0);
+        assert_eq!(e.code_to_label[13], Some(3));
+        assert_eq!(e.purity[13], Some(1.0));
+    }
+}
