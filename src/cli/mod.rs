@@ -2,6 +2,10 @@
 
 pub mod bench;
 pub mod eval;
+#[cfg(feature = "onnx")]
+pub mod export;
+pub mod interpolate;
+pub mod plot;
 pub mod sample;
 pub mod train;
 
@@ -38,6 +42,13 @@ enum Command {
     Bench(BenchArgs),
     /// Score the categorical code as an unsupervised classifier of the real test images
     Eval(eval::EvalArgs),
+    /// Interpolate between latent points (linear and slerp) and sweep codes, as PNG strips and GIFs
+    Interpolate(interpolate::InterpolateArgs),
+    /// Overlay the information curves and accuracies of several runs in one PNG
+    Plot(plot::PlotArgs),
+    /// Export the trained generator as an ONNX model
+    #[cfg(feature = "onnx")]
+    Export(export::ExportArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -275,6 +286,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => train::run(args),
         Command::Sample(args) => sample::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Interpolate(args) => interpolate::run(args),
+        Command::Plot(args) => plot::run(args),
+        #[cfg(feature = "onnx")]
+        Command::Export(args) => export::run(args),
         Command::Bench(args) => {
             let threads = set_threads(args.threads)?;
             if args.steps == 0 {

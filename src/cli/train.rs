@@ -17,7 +17,9 @@ use crate::eval::{categorical_accuracy, lower_bounds, mean_rows};
 use crate::models::{Generator, LatentBatch, LatentSpec};
 use crate::output::csv::{CsvLog, LOSS_HEADER};
 use crate::output::curves::losses_chart;
+use crate::output::gif;
 use crate::output::grid::tile;
+use crate::output::png::Image;
 use crate::train::{StepStats, TrainConfig, Trainer, checkpoint, epoch_rng};
 
 #[derive(Args)]
@@ -314,7 +316,29 @@ fn write_epoch_outputs(trainer: &mut Trainer, out: &Path, epoch: usize) -> Resul
         let path = out.join("traversals").join(format!("epoch_{epoch:03}_cont_{}.png", j + 1));
         tile(&images, GRID_ROWS, GRID_COLS).save(&path)?;
     }
-    checkpoint::save(trainer, &out.join("checkpoint.safetensors"))
+    checkpoint::save(trainer, &out.join("checkpoint.safetensors"))?;
+    progress_gif(out)
+}
+
+/// `progress.gif`: the sample grids of every epoch so far, in order.
+fn progress_gif(out: &Path) -> Result<()> {
+    let dir = out.join("samples");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| Error::io("read the folder", &dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("epoch_") && n.ends_with(".png"))
+        })
+        .collect();
+    paths.sort();
+    let frames = paths.iter().map(|p| Image::load(p)).collect::<Result<Vec<_>>>()?;
+    // Frames of another size (a sample grid from another run in the same folder) are skipped.
+    let size = frames.last().map(|f| (f.width, f.height, f.channels));
+    let frames: Vec<Image> = frames.into_iter().filter(|f| Some((f.width, f.height, f.channels)) == size).collect();
+    if frames.is_empty() {
+        return Ok(());
+    }
+    gif::save(&out.join("progress.gif"), &frames, 60)
 }
 
 /// Column names of the codes: `cat1`, `cat2`, ... then `cont1`, `cont2`, ...

@@ -32,3 +32,17 @@ pub fn tile(images: &Array4<f32>, rows: usize, cols: usize) -> Image {
 pub fn to_byte(v: f32) -> u8 {
     ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8
 }
+
+/// Each pixel as a `factor x factor` block (nearest neighbour), for small images.
+pub fn upscale(img: &Image, factor: usize) -> Image {
+    let factor = factor.max(1);
+    let (w, h, c) = (img.width * factor, img.height * factor, img.channels);
+    let mut out = Image::filled(w, h, c, 0);
+    for y in 0..h {
+        for x in 0..w {
+            let src = ((y / factor) * img.width + x / factor) * c;
+            out.pixels[(y * w + x) * c..][..c].copy_from_slice(&img.pixels[src..src + c]);
+        }
+    }
+    out
+}

@@ -1,8 +1,12 @@
-//! What a run leaves behind: PNG images and grids, line charts, CSV logs.
+//! What a run leaves behind: PNG images and grids, GIFs, line charts, CSV logs, and
+//! (with the `onnx` feature) the generator as an ONNX model.
 
 pub mod chart;
 pub mod csv;
 pub mod curves;
 pub mod font;
+pub mod gif;
 pub mod grid;
+#[cfg(feature = "onnx")]
+pub mod onnx;
 pub mod png;
