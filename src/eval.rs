@@ -30,11 +30,11 @@ pub struct CategoricalEval {
 ///
 /// Batch norm uses the statistics of each batch of real images, as the discriminator
 /// saw real batches in training (its running statistics mix real and generated
-/// batches). The discriminator is cloned, so its running statistics are untouched.
-pub fn predict_codes(d: &Discriminator, spec: &LatentSpec, data: &Dataset) -> Vec<usize> {
+/// batches). The running statistics that these passes update are put back after, so
+/// evaluating changes no training state.
+pub fn predict_codes(d: &mut Discriminator, spec: &LatentSpec, data: &Dataset) -> Vec<usize> {
     let k = spec.categorical.first().copied().expect("predict_codes needs a categorical code");
-    let mut d = d.clone();
-    d.set_training(true);
+    let saved = d.running_stats();
     d.set_requires_grad(false);
     let mut codes = Vec::with_capacity(data.len());
     let indices: Vec<usize> = (0..data.len()).collect();
@@ -51,6 +51,8 @@ pub fn predict_codes(d: &Discriminator, spec: &LatentSpec, data: &Dataset) -> Ve
             codes.push(best.0);
         }
     }
+    d.set_requires_grad(true);
+    d.set_running_stats(&saved);
     codes
 }
 
@@ -87,7 +89,7 @@ pub fn score(codes: &[usize], labels: &[u8], code_values: usize, classes: usize)
 }
 
 /// Classifies `data` with the discriminator's Q head and scores it.
-pub fn categorical_accuracy(d: &Discriminator, spec: &LatentSpec, data: &Dataset) -> CategoricalEval {
+pub fn categorical_accuracy(d: &mut Discriminator, spec: &LatentSpec, data: &Dataset) -> CategoricalEval {
     let codes = predict_codes(d, spec, data);
     score(&codes, &data.labels, spec.categorical[0], data.class_names.len())
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::Path;
 
-use ndarray::ArrayD;
+use ndarray::{ArrayD, ArrayViewD};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
@@ -56,58 +56,81 @@ impl TensorFile {
             .ok_or_else(|| Error::bad_file(path, format!("has no metadata entry {key}")))
     }
 
-    /// The file's bytes in the safetensors format: an 8-byte little-endian header
-    /// length, a JSON header (padded with spaces to a multiple of 8 bytes), then the
-    /// tensors' little-endian data in name order.
-    ///
-    /// Written here rather than by the `safetensors` crate, whose metadata is a
-    /// `HashMap`: its random iteration order would make two identical checkpoints
-    /// differ byte for byte. Here every key is sorted, so the same state always gives
-    /// the same file. (Reading goes through the crate, which validates.)
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut header = serde_json::Map::new();
-        if !self.metadata.is_empty() {
-            let meta: serde_json::Map<String, serde_json::Value> =
-                self.metadata.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str()))).collect();
-            header.insert("__metadata__".into(), meta.into());
-        }
-        let mut offset = 0usize;
-        for (name, t) in &self.tensors {
-            let len = 4 * t.len();
-            header.insert(
-                name.clone(),
-                serde_json::json!({ "dtype": "F32", "shape": t.shape(), "data_offsets": [offset, offset + len] }),
-            );
-            offset += len;
-        }
-        let mut json = serde_json::Value::Object(header).to_string().into_bytes();
-        json.resize(json.len().next_multiple_of(8), b' ');
-        let mut bytes = Vec::with_capacity(8 + json.len() + offset);
-        bytes.extend((json.len() as u64).to_le_bytes());
-        bytes.extend(json);
-        for t in self.tensors.values() {
-            bytes.extend(t.iter().flat_map(|v| v.to_le_bytes()));
-        }
-        bytes
-    }
-
     /// Writes the file atomically: readers see the old file or the new one, never a
     /// half-written one, even if the process dies midway.
     pub fn write(&self, path: &Path) -> Result<()> {
-        write_atomically(path, &self.to_bytes())
+        let views: Vec<(String, ArrayViewD<'_, f32>)> =
+            self.tensors.iter().map(|(k, v)| (k.clone(), v.view())).collect();
+        write_tensors(path, &views, &self.metadata)
     }
+}
+
+/// Writes f32 tensors and metadata as a safetensors file, atomically, streaming each
+/// tensor's bytes to the file (no copy of the whole content in memory).
+///
+/// The layout: an 8-byte little-endian header length, a JSON header (padded with
+/// spaces to a multiple of 8 bytes), then each tensor's little-endian data, in name
+/// order. Written here rather than by the `safetensors` crate, whose metadata is a
+/// `HashMap`: its random iteration order would make two identical checkpoints differ
+/// byte for byte. Here every key is sorted, so the same state always gives the same
+/// file. (Reading goes through the crate, which validates.)
+pub fn write_tensors(
+    path: &Path,
+    tensors: &[(String, ArrayViewD<'_, f32>)],
+    metadata: &HashMap<String, String>,
+) -> Result<()> {
+    let mut order: Vec<&(String, ArrayViewD<'_, f32>)> = tensors.iter().collect();
+    order.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        let meta: serde_json::Map<String, serde_json::Value> =
+            metadata.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str()))).collect();
+        header.insert("__metadata__".into(), meta.into());
+    }
+    let mut offset = 0usize;
+    for (name, t) in &order {
+        let len = 4 * t.len();
+        header.insert(
+            name.clone(),
+            serde_json::json!({ "dtype": "F32", "shape": t.shape(), "data_offsets": [offset, offset + len] }),
+        );
+        offset += len;
+    }
+    let mut json = serde_json::Value::Object(header).to_string().into_bytes();
+    json.resize(json.len().next_multiple_of(8), b' ');
+    write_atomically_with(path, |w| {
+        w.write_all(&(json.len() as u64).to_le_bytes())?;
+        w.write_all(&json)?;
+        let mut buf = Vec::with_capacity(1 << 16);
+        for (_, t) in &order {
+            for v in t.iter() {
+                buf.extend_from_slice(&v.to_le_bytes());
+                if buf.len() >= 1 << 16 {
+                    w.write_all(&buf)?;
+                    buf.clear();
+                }
+            }
+        }
+        w.write_all(&buf)
+    })
 }
 
 /// Writes `bytes` to a temporary file beside `path`, syncs it, and renames it over
 /// `path`.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomically_with(path, |w| w.write_all(bytes))
+}
+
+/// Runs `fill` on a buffered temporary file beside `path`, syncs it, and renames it
+/// over `path`; on any failure the temporary file is removed and `path` untouched.
+pub fn write_atomically_with(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().ok_or_else(|| Error::Invalid(format!("{} is not a file path", path.display())))?;
     let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
     let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        fill(&mut f)?;
+        f.into_inner().map_err(|e| e.into_error())?.sync_all()
     };
     if let Err(e) = write() {
         let _ = std::fs::remove_file(&tmp);

@@ -25,7 +25,7 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs) -> Result<()> {
     super::set_threads(args.threads)?;
-    let loaded = checkpoint::load(&args.checkpoint)?;
+    let mut loaded = checkpoint::load(&args.checkpoint)?;
     let spec = &loaded.config.arch.latent;
     if spec.categorical.is_empty() {
         return Err(Error::Invalid(format!(
@@ -36,7 +36,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let dataset = loaded.config.arch.dataset;
     let dir = args.data_dir.unwrap_or_else(|| dataset.default_dir());
     let test = data::load(dataset, &dir, Split::Test)?;
-    let e = categorical_accuracy(&loaded.discriminator, spec, &test);
+    let e = categorical_accuracy(&mut loaded.discriminator, spec, &test);
     let map: serde_json::Map<String, serde_json::Value> = e
         .code_to_label
         .iter()
@@ -51,6 +51,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         "categorical_accuracy": (e.accuracy * 1e4).round() / 1e4,
         "purity": e.purity.iter().map(|p| p.map(|p| (p * 1e4).round() / 1e4)).collect::<Vec<_>>(),
         "code_to_label": map,
+        "confusion": e.counts,
     });
     println!("{line}");
     Ok(())

@@ -32,10 +32,10 @@ pub struct Conv2d {
     geom: ConvGeom,
     n: usize,
     cols: Workspace,
-    /// Workspaces kept from step to step. y_cm: [C_out, N*P_out], also used for dy;
-    /// dcols: [C_in*KH*KW, N*P_out].
+    /// Workspace kept from step to step. y_cm: [C_out, N*P_out], also used for dy.
+    /// (Backward computes dcols: [C_in*KH*KW, N*P_out] into `cols`, once dweight no
+    /// longer needs it.)
     y_cm: Workspace,
-    dcols: Workspace,
 }
 
 impl Conv2d {
@@ -56,7 +56,6 @@ impl Conv2d {
             n: 0,
             cols: Workspace::default(),
             y_cm: Workspace::default(),
-            dcols: Workspace::default(),
         }
     }
 
@@ -117,11 +116,11 @@ impl Conv2d {
             gemm(1.0, dy_cm.view(), self.cols.view().t(), 1.0, flat_mut(&mut self.dweight));
             row_sums_into(dy_cm.view(), &mut self.dbias);
         }
-        let (rows, cols) = self.cols.dim();
-        self.dcols.resize(rows, cols);
-        gemm(1.0, flat(&self.weight).t(), dy_cm.view(), 0.0, self.dcols.view_mut());
+        // cols is dead once dweight has it: dcols takes its place, which saves a
+        // buffer the size of the whole unfolded batch.
+        gemm(1.0, flat(&self.weight).t(), dy_cm.view(), 0.0, self.cols.view_mut());
         let mut dx = Array4::zeros((self.n, g.c, g.h, g.w));
-        col2im(self.dcols.view(), &g, None, dx.view_mut());
+        col2im(self.cols.view(), &g, None, dx.view_mut());
         dx
     }
 }

@@ -81,6 +81,28 @@ impl Discriminator {
         self.q_head.set_training(on);
     }
 
+    /// Every batch norm's running statistics, in a fixed order.
+    pub fn running_stats(&mut self) -> Vec<ndarray::ArrayD<f32>> {
+        let Discriminator { trunk, d_head, q_head } = self;
+        [trunk, d_head, q_head].into_iter().flat_map(|s| s.buffers()).map(|b| b.buffer.value.to_owned()).collect()
+    }
+
+    /// Puts back statistics saved by `running_stats`.
+    pub fn set_running_stats(&mut self, saved: &[ndarray::ArrayD<f32>]) {
+        let Discriminator { trunk, d_head, q_head } = self;
+        let mut buffers: Vec<_> = [trunk, d_head, q_head].into_iter().flat_map(|s| s.buffers()).collect();
+        assert_eq!(
+            buffers.len(),
+            saved.len(),
+            "set_running_stats: {} saved for {} buffers",
+            saved.len(),
+            buffers.len()
+        );
+        for (b, s) in buffers.iter_mut().zip(saved) {
+            b.buffer.value.assign(s);
+        }
+    }
+
     /// The trunk's features of a batch of images. x: [N, C, H, W] -> [N, F]
     pub fn features(&mut self, x: Array4<f32>) -> Array2<f32> {
         self.trunk.forward(x.into_dyn()).into_dimensionality::<Ix2>().expect("trunk ends in [N, F]")

@@ -3,7 +3,7 @@
 //! Each layer has a name, and its tensors are named `<layer>.<tensor>` in
 //! checkpoints, as PyTorch names the members of a module.
 
-use ndarray::{ArrayD, Ix2, Ix4, IxDyn};
+use ndarray::{ArrayD, ArrayViewD, Ix2, Ix4, IxDyn};
 
 use crate::layers::{BatchNorm, Buffer, Conv2d, ConvTranspose2d, LeakyRelu, Linear, Module, Param, Relu, Tanh};
 
@@ -63,6 +63,24 @@ impl Layer {
             Layer::LeakyRelu(l) => l.backward(dy),
             Layer::Tanh(l) => l.backward(dy),
             Layer::Reshape { from, .. } => reshape_samples(dy, from),
+        }
+    }
+
+    /// The layer's parameters and buffers, read-only, under their PyTorch names.
+    fn tensors(&self) -> Vec<(&'static str, ArrayViewD<'_, f32>)> {
+        match self {
+            Layer::Linear(l) => vec![("weight", l.weight.view().into_dyn()), ("bias", l.bias.view().into_dyn())],
+            Layer::Conv2d(l) => vec![("weight", l.weight.view().into_dyn()), ("bias", l.bias.view().into_dyn())],
+            Layer::ConvTranspose2d(l) => {
+                vec![("weight", l.weight.view().into_dyn()), ("bias", l.bias.view().into_dyn())]
+            }
+            Layer::BatchNorm(l) => vec![
+                ("weight", l.weight.view().into_dyn()),
+                ("bias", l.bias.view().into_dyn()),
+                ("running_mean", l.running_mean.view().into_dyn()),
+                ("running_var", l.running_var.view().into_dyn()),
+            ],
+            _ => Vec::new(),
         }
     }
 
@@ -154,6 +172,15 @@ impl Sequential {
             }
         }
         out
+    }
+
+    /// Every parameter and buffer, read-only, named `<layer>.<tensor>` (for writing
+    /// checkpoints and exports without copying).
+    pub fn tensors(&self) -> Vec<(String, ArrayViewD<'_, f32>)> {
+        self.layers
+            .iter()
+            .flat_map(|(name, layer)| layer.tensors().into_iter().map(move |(t, v)| (format!("{name}.{t}"), v)))
+            .collect()
     }
 
     pub fn zero_grad(&mut self) {

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use ndarray::ArrayViewD;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -17,38 +18,41 @@ use super::{TrainConfig, Trainer};
 use crate::error::{Error, Result};
 use crate::models::{self, Discriminator, Generator, Sequential};
 use crate::optim::Adam;
-use crate::tensorfile::TensorFile;
+use crate::tensorfile::{TensorFile, write_tensors};
 
 /// The metadata value of `format`; a file without it is not one of our checkpoints.
 pub const FORMAT: &str = "infogan-checkpoint-1";
 
-/// The networks' parts under their checkpoint prefixes.
+/// The networks' parts under their checkpoint prefixes, mutably (for loading).
 fn parts<'a>(g: &'a mut Generator, d: &'a mut Discriminator) -> [(&'static str, &'a mut Sequential); 4] {
     [("generator", &mut g.net), ("discriminator", &mut d.trunk), ("d_head", &mut d.d_head), ("q_head", &mut d.q_head)]
 }
 
-/// Writes the whole training state to `path`, atomically.
+/// Writes the whole training state to `path`, atomically, streaming the tensors
+/// from the networks and optimizers to the file without copying them.
 pub fn save(trainer: &mut Trainer, path: &Path) -> Result<()> {
-    let mut file = TensorFile::default();
-    for (prefix, net) in parts(&mut trainer.generator, &mut trainer.discriminator) {
-        for p in net.params() {
-            file.tensors.insert(format!("{prefix}.{}", p.name), p.param.value.to_owned());
-        }
-        for b in net.buffers() {
-            file.tensors.insert(format!("{prefix}.{}", b.name), b.buffer.value.to_owned());
-        }
-    }
     let g_names = param_names(&mut trainer.generator.net, "generator");
     let d_names = d_param_names(&mut trainer.discriminator);
+    let d = &trainer.discriminator;
+    let nets = [
+        ("generator", &trainer.generator.net),
+        ("discriminator", &d.trunk),
+        ("d_head", &d.d_head),
+        ("q_head", &d.q_head),
+    ];
+    let mut tensors: Vec<(String, ArrayViewD<'_, f32>)> = Vec::new();
+    for (prefix, net) in nets {
+        tensors.extend(net.tensors().into_iter().map(|(name, t)| (format!("{prefix}.{name}"), t)));
+    }
     for (which, opt, names) in [("generator", &trainer.opt_g, g_names), ("discriminator", &trainer.opt_d, d_names)] {
-        for (i, name) in names.iter().enumerate().take(opt.exp_avg.len()) {
-            file.tensors.insert(format!("optim.{which}.exp_avg.{name}"), opt.exp_avg[i].clone());
-            file.tensors.insert(format!("optim.{which}.exp_avg_sq.{name}"), opt.exp_avg_sq[i].clone());
+        for ((name, m), v) in names.iter().zip(&opt.exp_avg).zip(&opt.exp_avg_sq) {
+            tensors.push((format!("optim.{which}.exp_avg.{name}"), m.view()));
+            tensors.push((format!("optim.{which}.exp_avg_sq.{name}"), v.view()));
         }
     }
     let config = serde_json::to_string(&trainer.config).expect("config serialises");
     let rng: String = trainer.rng.state().iter().map(|b| format!("{b:02x}")).collect();
-    file.metadata = HashMap::from([
+    let metadata = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
         ("producer".to_string(), format!("infogan {}", env!("CARGO_PKG_VERSION"))),
         ("config".to_string(), config),
@@ -57,7 +61,7 @@ pub fn save(trainer: &mut Trainer, path: &Path) -> Result<()> {
         ("optim.discriminator.step".to_string(), trainer.opt_d.step.to_string()),
         ("rng".to_string(), rng),
     ]);
-    file.write(path)
+    write_tensors(path, &tensors, &metadata)
 }
 
 /// A checkpoint read back: the configuration, the networks with their weights and
