@@ -108,6 +108,23 @@ impl Conv2d {
     ///
     /// dy: [N, C_out, H_out, W_out] -> dx: [N, C_in, H, W]
     pub fn backward(&mut self, dy: Array4<f32>) -> Array4<f32> {
+        self.backward_params(dy);
+        let g = self.geom;
+        // cols is dead once dweight has it: dcols takes its place, which saves a
+        // buffer the size of the whole unfolded batch.
+        gemm(1.0, flat(&self.weight).t(), self.y_cm.view(), 0.0, self.cols.view_mut());
+        let mut dx = Array4::zeros((self.n, g.c, g.h, g.w));
+        col2im(self.cols.view(), &g, None, dx.view_mut());
+        dx
+    }
+}
+
+impl Conv2d {
+    /// The parameter gradients alone, without `dx`: for a first layer, whose input is
+    /// data that needs no gradient. Leaves `dy_cm` in its workspace for `backward`.
+    ///
+    /// dy: [N, C_out, H_out, W_out]
+    pub fn backward_params(&mut self, dy: Array4<f32>) {
         let g = self.geom;
         check_shape("Conv2d", "dy", &[Some(self.n), Some(self.c_out()), Some(g.h_out()), Some(g.w_out())], dy.shape());
         let dy_cm = &mut self.y_cm;
@@ -116,12 +133,6 @@ impl Conv2d {
             gemm(1.0, dy_cm.view(), self.cols.view().t(), 1.0, flat_mut(&mut self.dweight));
             row_sums_into(dy_cm.view(), &mut self.dbias);
         }
-        // cols is dead once dweight has it: dcols takes its place, which saves a
-        // buffer the size of the whole unfolded batch.
-        gemm(1.0, flat(&self.weight).t(), dy_cm.view(), 0.0, self.cols.view_mut());
-        let mut dx = Array4::zeros((self.n, g.c, g.h, g.w));
-        col2im(self.cols.view(), &g, None, dx.view_mut());
-        dx
     }
 }
 
@@ -192,4 +203,26 @@ pub fn conv2d_naive(
         }
         acc as f32
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{assert_close, random_array};
+    use rand::SeedableRng;
+
+    #[test]
+    fn backward_params_gives_backwards_parameter_gradients() {
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(4);
+        let mut full = Conv2d::new(3, 5, 4, 2, 1, &mut rng);
+        let mut params_only = full.clone();
+        let x: Array4<f32> = random_array([2, 3, 9, 9], 1);
+        let dy: Array4<f32> = random_array([2, 5, 4, 4], 2);
+        full.forward(x.clone());
+        full.backward(dy.clone());
+        params_only.forward(x);
+        params_only.backward_params(dy);
+        assert_close(&params_only.dweight, &full.dweight, 0.0, 0.0, "dweight");
+        assert_close(&params_only.dbias, &full.dbias, 0.0, 0.0, "dbias");
+    }
 }

@@ -148,6 +148,21 @@ impl Sequential {
         dy
     }
 
+    /// Like `backward`, for a chain whose input is data: the first layer computes only
+    /// its parameter gradients, not the unused gradient of the data.
+    pub fn backward_params(&mut self, mut dy: ArrayD<f32>) {
+        let Some(((_, first), rest)) = self.layers.split_first_mut() else { return };
+        for (_, layer) in rest.iter_mut().rev() {
+            dy = layer.backward(dy);
+        }
+        match first {
+            Layer::Conv2d(l) => l.backward_params(dy.into_dimensionality::<Ix4>().expect("Conv2d dy is 4-D")),
+            other => {
+                other.backward(dy);
+            }
+        }
+    }
+
     /// Every parameter with its gradient, in layer order, named `<layer>.<tensor>`.
     pub fn params(&mut self) -> Vec<NamedParam<'_>> {
         let mut out = Vec::new();

@@ -116,7 +116,7 @@ impl Trainer {
             let mut dh_fake = dh.slice_mut(s![n.., ..]);
             dh_fake += &dh_q;
         }
-        d.trunk.backward(dh);
+        d.trunk.backward_params(dh);
         self.opt_d.update(d_params(d));
 
         // G step: the same generated batch through the updated D, whose parameters
