@@ -8,7 +8,9 @@ BIN := target/release/infogan
 # Optional overrides of `make train`, passed on only when set.
 TRAIN_FLAGS := $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SEED),--seed $(SEED)) $(if $(OUT),--out $(OUT)) $(ARGS)
 
-.PHONY: help build test lint bench data train
+CHECKPOINT ?= runs/$(DATASET)-$(MODEL)/checkpoint.safetensors
+
+.PHONY: help build test lint bench data train export
 
 help:
 	@echo "make train DATASET=d  fetch the data, build, and train (d: mnist, fashion-mnist, cifar10)"
@@ -16,6 +18,7 @@ help:
 	@echo "make test             run every test (unit, gradient properties, PyTorch reference, determinism, CLI)"
 	@echo "make bench            GEMM and layer throughput (cargo bench) and a training-step benchmark"
 	@echo "make data DATASET=d   fetch a dataset into data/d/"
+	@echo "make export           the trained generator as runs/DATASET-MODEL/generator.onnx (CHECKPOINT=file to choose)"
 	@echo "make lint             cargo fmt --check and clippy with warnings as errors"
 	@echo "make build            build the release binary $(BIN)"
 
@@ -39,3 +42,6 @@ data:
 
 train: build data
 	$(BIN) train --dataset $(DATASET) --model $(MODEL) $(TRAIN_FLAGS)
+
+export: build
+	$(BIN) export --checkpoint $(CHECKPOINT) --out $(dir $(CHECKPOINT))generator.onnx --check-vector $(dir $(CHECKPOINT))check_vector.safetensors

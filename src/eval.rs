@@ -28,14 +28,15 @@ pub struct CategoricalEval {
 
 /// Q's most likely value of the first categorical code for every image of `data`.
 ///
-/// Batch norm uses the statistics of each batch of real images, as the discriminator
-/// saw real batches in training (its running statistics mix real and generated
-/// batches). The running statistics that these passes update are put back after, so
-/// evaluating changes no training state.
-pub fn predict_codes(d: &mut Discriminator, spec: &LatentSpec, data: &Dataset) -> Vec<usize> {
+/// With `batch_stats`, batch norm uses the statistics of each batch of real images, as
+/// the discriminator saw real batches in training (its running statistics mix real
+/// and generated batches); otherwise the running statistics. Whatever these passes
+/// update is put back after, so evaluating changes no training state.
+pub fn predict_codes(d: &mut Discriminator, spec: &LatentSpec, data: &Dataset, batch_stats: bool) -> Vec<usize> {
     let k = spec.categorical.first().copied().expect("predict_codes needs a categorical code");
     let saved = d.running_stats();
     d.set_requires_grad(false);
+    d.set_training(batch_stats);
     let mut codes = Vec::with_capacity(data.len());
     let indices: Vec<usize> = (0..data.len()).collect();
     for chunk in indices.chunks(EVAL_BATCH) {
@@ -52,6 +53,7 @@ pub fn predict_codes(d: &mut Discriminator, spec: &LatentSpec, data: &Dataset) -
         }
     }
     d.set_requires_grad(true);
+    d.set_training(true);
     d.set_running_stats(&saved);
     codes
 }
@@ -88,9 +90,15 @@ pub fn score(codes: &[usize], labels: &[u8], code_values: usize, classes: usize)
     CategoricalEval { accuracy: correct as f64 / codes.len().max(1) as f64, purity, code_to_label, counts }
 }
 
-/// Classifies `data` with the discriminator's Q head and scores it.
-pub fn categorical_accuracy(d: &mut Discriminator, spec: &LatentSpec, data: &Dataset) -> CategoricalEval {
-    let codes = predict_codes(d, spec, data);
+/// Classifies `data` with the discriminator's Q head (batch-norm statistics as in
+/// `predict_codes`) and scores it.
+pub fn categorical_accuracy(
+    d: &mut Discriminator,
+    spec: &LatentSpec,
+    data: &Dataset,
+    batch_stats: bool,
+) -> CategoricalEval {
+    let codes = predict_codes(d, spec, data, batch_stats);
     score(&codes, &data.labels, spec.categorical[0], data.class_names.len())
 }
 

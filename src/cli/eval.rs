@@ -18,9 +18,19 @@ pub struct EvalArgs {
     /// Folder holding the dataset's official files [default: data/<dataset of the checkpoint>]
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Batch-norm statistics of the discriminator: those of each test batch (as real batches were normalised in
+    /// training), or the running averages
+    #[arg(long, value_enum, default_value_t = BnStats::Batch)]
+    bn_stats: BnStats,
     /// Worker threads [default: all cores, or RAYON_NUM_THREADS]
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BnStats {
+    Batch,
+    Running,
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
@@ -36,7 +46,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let dataset = loaded.config.arch.dataset;
     let dir = args.data_dir.unwrap_or_else(|| dataset.default_dir());
     let test = data::load(dataset, &dir, Split::Test)?;
-    let e = categorical_accuracy(&mut loaded.discriminator, spec, &test);
+    let e = categorical_accuracy(&mut loaded.discriminator, spec, &test, args.bn_stats == BnStats::Batch);
     let map: serde_json::Map<String, serde_json::Value> = e
         .code_to_label
         .iter()

@@ -169,7 +169,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             info_log.flush()?;
             let accuracy = test_set
                 .as_ref()
-                .map(|t| categorical_accuracy(&mut trainer.discriminator, &config.arch.latent, t).accuracy);
+                .map(|t| categorical_accuracy(&mut trainer.discriminator, &config.arch.latent, t, true).accuracy);
             let bounds = lower_bounds(&config.arch.latent, &mean_rows(&epoch_codes));
             metrics.row(&numbers(epoch + 1, trainer.step, Some(accuracy.unwrap_or(f64::NAN)), &bounds))?;
             metrics.flush()?;
