@@ -19,7 +19,7 @@ help:
 	@echo "make bench            GEMM and layer throughput (cargo bench) and a training-step benchmark"
 	@echo "make data DATASET=d   fetch a dataset into data/d/"
 	@echo "make export           the trained generator as runs/DATASET-MODEL/generator.onnx (CHECKPOINT=file to choose)"
-	@echo "make lint             cargo fmt --check and clippy with warnings as errors"
+	@echo "make lint             cargo fmt --check and clippy with warnings as errors (with and without ONNX)"
 	@echo "make build            build the release binary $(BIN)"
 
 build:
@@ -31,6 +31,7 @@ test:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
+	$(CARGO) clippy --release --no-default-features -- -D warnings
 
 bench: build
 	$(CARGO) bench

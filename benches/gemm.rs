@@ -5,11 +5,14 @@
 //!
 //! `gemm 1024x1024x1024 threads=2 gflops=151.3`
 
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ndarray::{Array2, ArrayView2};
 
+use common::time_in_pool;
 use infogan::kernels::gemm::gemm;
 use infogan::testutil::random_array;
 
@@ -60,20 +63,11 @@ fn bench_gemm(crit: &mut Criterion) {
             let flops = 2.0 * (m * k * n) as f64;
             let mut group = crit.benchmark_group(format!("sgemm threads={threads}"));
             group.throughput(Throughput::Elements(flops as u64));
-            let (mut total, mut iters) = (Duration::ZERO, 0u64);
+            let mut totals = (Duration::ZERO, 0u64);
             group.bench_function(format!("{m}x{k}x{n} ({what})"), |bench| {
-                bench.iter_custom(|reps| {
-                    let start = Instant::now();
-                    pool.install(|| {
-                        for _ in 0..reps {
-                            gemm(1.0, a.view(), b.view(), 0.0, c.view_mut());
-                        }
-                    });
-                    let elapsed = start.elapsed();
-                    (total, iters) = (total + elapsed, iters + reps);
-                    elapsed
-                })
+                time_in_pool(bench, &pool, &mut totals, || gemm(1.0, a.view(), b.view(), 0.0, c.view_mut()))
             });
+            let (total, iters) = totals;
             group.finish();
             let gflops = flops * iters as f64 / total.as_secs_f64() / 1e9;
             summary.push(format!("gemm {m}x{k}x{n} threads={threads} gflops={gflops:.1}"));

@@ -4,13 +4,16 @@
 //!
 //! `layer conv2d 64->128 14x14 batch=64 threads=2 images_per_s=... gflops=...`
 
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use ndarray::Array4;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
+use common::time_in_pool;
 use infogan::layers::conv_transpose2d::conv_transpose2d_naive;
 use infogan::layers::conv2d::conv2d_naive;
 use infogan::layers::{Conv2d, ConvTranspose2d};
@@ -71,21 +74,14 @@ fn bench_layers(crit: &mut Criterion) {
         let flops = 3.0 * 2.0 * (BATCH * macs) as f64;
         for threads in [1, all] {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            let (mut total, mut iters) = (Duration::ZERO, 0u64);
+            let mut totals = (Duration::ZERO, 0u64);
             crit.bench_function(&format!("{name} batch={BATCH} threads={threads} forward+backward"), |bench| {
-                bench.iter_custom(|reps| {
-                    let start = Instant::now();
-                    pool.install(|| {
-                        for _ in 0..reps {
-                            layer.forward(x.clone());
-                            layer.backward(dy.clone());
-                        }
-                    });
-                    let elapsed = start.elapsed();
-                    (total, iters) = (total + elapsed, iters + reps);
-                    elapsed
+                time_in_pool(bench, &pool, &mut totals, || {
+                    layer.forward(x.clone());
+                    layer.backward(dy.clone());
                 })
             });
+            let (total, iters) = totals;
             let per_step = total.as_secs_f64() / iters as f64;
             summary.push(format!(
                 "layer {name} batch={BATCH} threads={threads} images_per_s={:.0} gflops={:.1}",

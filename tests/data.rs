@@ -2,11 +2,12 @@
 //! (an error naming the file, never a panic or a partial dataset), arbitrary bytes and
 //! truncations fed to every parser, and a PNG round trip.
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
-use proptest::test_runner::RngSeed;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -207,10 +208,7 @@ fn shuffling_follows_the_seed() {
 }
 
 fn config() -> ProptestConfig {
-    let defaults = ProptestConfig::default();
-    let rng_seed =
-        if std::env::var_os("PROPTEST_RNG_SEED").is_some() { defaults.rng_seed } else { RngSeed::Fixed(60000) };
-    ProptestConfig { cases: 256, rng_seed, failure_persistence: None, ..defaults }
+    common::proptest_config(256, 60000)
 }
 
 proptest! {

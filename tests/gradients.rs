@@ -3,9 +3,10 @@
 //! pass. Each layer is made scalar by the loss `sum(y * r)` for a random `r`, whose
 //! gradient with respect to `y` is `r`.
 
+mod common;
+
 use ndarray::{Array, Array1, Array2, Array4, Dimension};
 use proptest::prelude::*;
-use proptest::test_runner::RngSeed;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -20,14 +21,8 @@ const BN_H: f32 = 4e-3;
 const TOL: f32 = 1e-2;
 const FLOOR: f32 = 2e-2;
 
-/// 64 cases from a fixed seed, so that CI runs are repeatable; set `PROPTEST_RNG_SEED`
-/// (and `PROPTEST_CASES`) to explore other cases.
 fn config() -> ProptestConfig {
-    let defaults = ProptestConfig::default();
-    let rng_seed =
-        if std::env::var_os("PROPTEST_RNG_SEED").is_some() { defaults.rng_seed } else { RngSeed::Fixed(2016) };
-    let cases = if std::env::var_os("PROPTEST_CASES").is_some() { defaults.cases } else { 64 };
-    ProptestConfig { cases, rng_seed, failure_persistence: None, ..defaults }
+    common::proptest_config(64, 2016)
 }
 
 fn check<D: Dimension>(what: &str, analytic: &Array<f32, D>, at: &Array<f32, D>, f: impl FnMut(&Array<f32, D>) -> f64) {

@@ -2,9 +2,10 @@
 //! triple loop, and Conv2d / ConvTranspose2d against direct loops, on odd sizes,
 //! transposed and strided operands, strides and paddings.
 
+mod common;
+
 use ndarray::{Array2, Array4, s};
 use proptest::prelude::*;
-use proptest::test_runner::RngSeed;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -15,11 +16,7 @@ use infogan::layers::{Conv2d, ConvTranspose2d};
 use infogan::testutil::{assert_close, random_array};
 
 fn config() -> ProptestConfig {
-    let defaults = ProptestConfig::default();
-    let rng_seed =
-        if std::env::var_os("PROPTEST_RNG_SEED").is_some() { defaults.rng_seed } else { RngSeed::Fixed(1024) };
-    let cases = if std::env::var_os("PROPTEST_CASES").is_some() { defaults.cases } else { 48 };
-    ProptestConfig { cases, rng_seed, failure_persistence: None, ..defaults }
+    common::proptest_config(48, 1024)
 }
 
 /// f32 products of length K against an f64 reference: a few ulps per term.

@@ -15,6 +15,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 use infogan::layers::{BatchNorm, Conv2d, ConvTranspose2d, LeakyRelu, Linear, Param, Relu, Sigmoid, Tanh};
 use infogan::loss::{bce_with_logits, cross_entropy, gaussian_nll};
+use infogan::models::{Layer, Sequential};
 use infogan::optim::Adam;
 use infogan::tensorfile::TensorFile;
 use infogan::testutil::assert_close;
@@ -68,82 +69,64 @@ fn rng() -> Xoshiro256PlusPlus {
     Xoshiro256PlusPlus::seed_from_u64(0)
 }
 
+/// Runs a layer case through a one-layer chain: the case's tensors named after the
+/// layer's parameters and buffers are loaded into it, then `y` and `dx` are compared,
+/// and every parameter gradient `d<name>` and buffer `<name>_after` there is.
+fn run_layer(case: &Case, layer: Layer) -> usize {
+    let mut net = Sequential::new();
+    net.push("layer", layer);
+    for mut p in net.params() {
+        p.param.value.assign(&case.t(p.param.name));
+    }
+    for mut b in net.buffers() {
+        b.buffer.value.assign(&case.t(b.buffer.name));
+    }
+    let y = net.forward(case.t("x"));
+    let dx = net.backward(case.t("dy"));
+    let mut checks = case.check("y", &y) + case.check("dx", &dx);
+    for p in net.params() {
+        checks += case.check(&format!("d{}", p.param.name), &p.param.grad.to_owned());
+    }
+    for b in net.buffers() {
+        checks += case.check(&format!("{}_after", b.buffer.name), &b.buffer.value.to_owned());
+    }
+    checks
+}
+
 /// Runs one case; returns the number of tensors compared.
 fn run(case: &Case) -> usize {
     let op: String = case.meta("op");
     match op.as_str() {
         "linear" => {
-            let w = case.t2("weight");
-            let mut layer = Linear::new(w.ncols(), w.nrows(), &mut rng());
-            layer.weight = w;
-            layer.bias = case.t1("bias");
-            let y = layer.forward(case.t2("x"));
-            let dx = layer.backward(case.t2("dy"));
-            case.check("y", &y)
-                + case.check("dx", &dx)
-                + case.check("dweight", &layer.dweight)
-                + case.check("dbias", &layer.dbias)
+            let w = case.t("weight");
+            run_layer(case, Layer::Linear(Linear::new(w.shape()[1], w.shape()[0], &mut rng())))
         }
         "conv2d" => {
             let w = case.t4("weight");
             let (c_out, c_in, k, _) = w.dim();
-            let mut layer = Conv2d::new(c_in, c_out, k, case.meta("stride"), case.meta("padding"), &mut rng());
-            layer.weight = w;
-            layer.bias = case.t1("bias");
-            let y = layer.forward(case.t4("x"));
-            let dx = layer.backward(case.t4("dy"));
-            case.check("y", &y)
-                + case.check("dx", &dx)
-                + case.check("dweight", &layer.dweight)
-                + case.check("dbias", &layer.dbias)
+            run_layer(
+                case,
+                Layer::Conv2d(Conv2d::new(c_in, c_out, k, case.meta("stride"), case.meta("padding"), &mut rng())),
+            )
         }
         "conv_transpose2d" => {
             let w = case.t4("weight");
             let (c_in, c_out, k, _) = w.dim();
-            let mut layer = ConvTranspose2d::new(c_in, c_out, k, case.meta("stride"), case.meta("padding"), &mut rng());
-            layer.weight = w;
-            layer.bias = case.t1("bias");
-            let y = layer.forward(case.t4("x"));
-            let dx = layer.backward(case.t4("dy"));
-            case.check("y", &y)
-                + case.check("dx", &dx)
-                + case.check("dweight", &layer.dweight)
-                + case.check("dbias", &layer.dbias)
+            let layer = ConvTranspose2d::new(c_in, c_out, k, case.meta("stride"), case.meta("padding"), &mut rng());
+            run_layer(case, Layer::ConvTranspose2d(layer))
         }
         "batchnorm" => {
             let mut layer = BatchNorm::new(case.t1("weight").len());
-            layer.weight = case.t1("weight");
-            layer.bias = case.t1("bias");
-            layer.running_mean = case.t1("running_mean");
-            layer.running_var = case.t1("running_var");
             layer.momentum = case.meta("momentum");
             layer.eps = case.meta("eps");
             layer.training = case.meta::<u8>("training") == 1;
-            let y = layer.forward(case.t("x"));
-            let dx = layer.backward(case.t("dy"));
-            case.check("y", &y)
-                + case.check("dx", &dx)
-                + case.check("dweight", &layer.dweight)
-                + case.check("dbias", &layer.dbias)
-                + case.check("running_mean_after", &layer.running_mean)
-                + case.check("running_var_after", &layer.running_var)
+            run_layer(case, Layer::BatchNorm(layer))
         }
-        "relu" => {
-            let mut layer = Relu::new();
-            let y = layer.forward(case.t("x"));
-            case.check("y", &y) + case.check("dx", &layer.backward(case.t("dy")))
-        }
-        "leaky_relu" => {
-            let mut layer = LeakyRelu::new(case.meta("negative_slope"));
-            let y = layer.forward(case.t("x"));
-            case.check("y", &y) + case.check("dx", &layer.backward(case.t("dy")))
-        }
-        "tanh" => {
-            let mut layer = Tanh::new();
-            let y = layer.forward(case.t("x"));
-            case.check("y", &y) + case.check("dx", &layer.backward(case.t("dy")))
-        }
+        "relu" => run_layer(case, Layer::Relu(Relu::new())),
+        "leaky_relu" => run_layer(case, Layer::LeakyRelu(LeakyRelu::new(case.meta("negative_slope")))),
+        "tanh" => run_layer(case, Layer::Tanh(Tanh::new())),
         "sigmoid" => {
+            // Not a layer of the models' chains: checked directly.
             let mut layer = Sigmoid::new();
             let y = layer.forward(case.t("x"));
             case.check("y", &y) + case.check("dx", &layer.backward(case.t("dy")))

@@ -7,7 +7,7 @@
 use ndarray::{Array1, Array4, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, ArrayViewMut3};
 use rand::Rng;
 
-use super::{Module, Param, check_shape};
+use super::check_shape;
 use crate::init;
 use crate::kernels::Workspace;
 use crate::kernels::gemm::gemm;
@@ -136,19 +136,7 @@ impl Conv2d {
     }
 }
 
-impl Module for Conv2d {
-    fn params(&mut self) -> Vec<Param<'_>> {
-        vec![
-            Param { name: "weight", value: self.weight.view_mut().into_dyn(), grad: self.dweight.view().into_dyn() },
-            Param { name: "bias", value: self.bias.view_mut().into_dyn(), grad: self.dbias.view().into_dyn() },
-        ]
-    }
-
-    fn zero_grad(&mut self) {
-        self.dweight.fill(0.0);
-        self.dbias.fill(0.0);
-    }
-}
+weight_bias_module!(Conv2d);
 
 /// A weight `[A, B, KH, KW]` seen as the GEMM operand `[A, B*KH*KW]`.
 pub(crate) fn flat(w: &Array4<f32>) -> ArrayView2<'_, f32> {

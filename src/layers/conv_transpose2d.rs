@@ -12,8 +12,8 @@
 use ndarray::{Array1, Array4, ArrayView4};
 use rand::Rng;
 
+use super::check_shape;
 use super::conv2d::{as3, flat, flat_mut, view3};
-use super::{Module, Param, check_shape};
 use crate::init;
 use crate::kernels::Workspace;
 use crate::kernels::gemm::gemm;
@@ -134,19 +134,7 @@ impl ConvTranspose2d {
     }
 }
 
-impl Module for ConvTranspose2d {
-    fn params(&mut self) -> Vec<Param<'_>> {
-        vec![
-            Param { name: "weight", value: self.weight.view_mut().into_dyn(), grad: self.dweight.view().into_dyn() },
-            Param { name: "bias", value: self.bias.view_mut().into_dyn(), grad: self.dbias.view().into_dyn() },
-        ]
-    }
-
-    fn zero_grad(&mut self) {
-        self.dweight.fill(0.0);
-        self.dbias.fill(0.0);
-    }
-}
+weight_bias_module!(ConvTranspose2d);
 
 /// The reference: the definition as a direct scatter loop, accumulated in f64.
 ///

@@ -3,7 +3,7 @@
 use ndarray::{Array1, Array2, Axis};
 use rand::Rng;
 
-use super::{Module, Param, check_shape};
+use super::check_shape;
 use crate::init;
 use crate::kernels::gemm::gemm;
 
@@ -77,19 +77,7 @@ impl Linear {
     }
 }
 
-impl Module for Linear {
-    fn params(&mut self) -> Vec<Param<'_>> {
-        vec![
-            Param { name: "weight", value: self.weight.view_mut().into_dyn(), grad: self.dweight.view().into_dyn() },
-            Param { name: "bias", value: self.bias.view_mut().into_dyn(), grad: self.dbias.view().into_dyn() },
-        ]
-    }
-
-    fn zero_grad(&mut self) {
-        self.dweight.fill(0.0);
-        self.dbias.fill(0.0);
-    }
-}
+weight_bias_module!(Linear);
 
 #[cfg(test)]
 mod tests {

@@ -12,6 +12,34 @@
 //! - A wrong input shape is a bug in the model code, not a user error: the layer
 //!   panics at once with a message naming itself and both shapes.
 
+/// `Module` for a layer whose parameters are `weight` and `bias`, with gradients
+/// `dweight` and `dbias`.
+macro_rules! weight_bias_module {
+    ($layer:ty) => {
+        impl $crate::layers::Module for $layer {
+            fn params(&mut self) -> Vec<$crate::layers::Param<'_>> {
+                vec![
+                    $crate::layers::Param {
+                        name: "weight",
+                        value: self.weight.view_mut().into_dyn(),
+                        grad: self.dweight.view().into_dyn(),
+                    },
+                    $crate::layers::Param {
+                        name: "bias",
+                        value: self.bias.view_mut().into_dyn(),
+                        grad: self.dbias.view().into_dyn(),
+                    },
+                ]
+            }
+
+            fn zero_grad(&mut self) {
+                self.dweight.fill(0.0);
+                self.dbias.fill(0.0);
+            }
+        }
+    };
+}
+
 pub mod activation;
 pub mod batchnorm;
 pub mod conv2d;
