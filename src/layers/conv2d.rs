@@ -101,7 +101,8 @@ impl Conv2d {
     }
 
     /// From `y_cm = W2 cols + b`, with `dy_cm` the channel-major `dy`:
-    /// - `dweight += dy_cm cols^T`   ([C_out, N*P] x [N*P, C_in*KH*KW])
+    /// - `dweight += dy_cm cols^T`   ([C_out, N*P] x [N*P, C_in*KH*KW]), computed as its
+    ///   transpose `cols dy_cm^T`
     /// - `dbias += sum over n, oh, ow of dy`
     /// - `dcols = W2^T dy_cm`, and `dx = col2im(dcols)`, since im2col is linear and
     ///   col2im is its transpose.
@@ -130,7 +131,10 @@ impl Conv2d {
         let dy_cm = &mut self.y_cm;
         to_channel_major(view3(&dy), dy_cm.view_mut());
         if self.requires_grad {
-            gemm(1.0, dy_cm.view(), self.cols.view().t(), 1.0, flat_mut(&mut self.dweight));
+            // As dweight^T = cols dy_cm^T: matrixmultiply packs a transposed right-hand
+            // operand slowly, and this way the transposed one is the small dy_cm
+            // rather than the large cols (measured: 72 against 56 GFLOP/s per core).
+            gemm(1.0, self.cols.view(), dy_cm.view().t(), 1.0, flat_mut(&mut self.dweight).reversed_axes());
             row_sums_into(dy_cm.view(), &mut self.dbias);
         }
     }

@@ -112,7 +112,8 @@ impl ConvTranspose2d {
     /// From `y = col2im(W2^T x_cm) + b`, with `dcols = im2col(dy)` (im2col is col2im's
     /// transpose):
     /// - `dx_cm = W2 dcols`              ([C_in, C_out*KH*KW] x [C_out*KH*KW, N*H*W])
-    /// - `dweight += x_cm dcols^T`       ([C_in, N*H*W] x [N*H*W, C_out*KH*KW])
+    /// - `dweight += x_cm dcols^T`       ([C_in, N*H*W] x [N*H*W, C_out*KH*KW]), computed
+    ///   as its transpose `dcols x_cm^T`
     /// - `dbias += sum over n, ih, iw of dy`
     ///
     /// dy: [N, C_out, H_out, W_out] -> dx: [N, C_in, H, W]
@@ -122,7 +123,9 @@ impl ConvTranspose2d {
         let dcols = &mut self.cols;
         im2col(dy.view(), &g, dcols.view_mut());
         if self.requires_grad {
-            gemm(1.0, self.x_cm.view(), dcols.view().t(), 1.0, flat_mut(&mut self.dweight));
+            // As dweight^T = dcols x_cm^T, so that the operand matrixmultiply packs
+            // transposed is the small x_cm (see Conv2d::backward_params).
+            gemm(1.0, dcols.view(), self.x_cm.view().t(), 1.0, flat_mut(&mut self.dweight).reversed_axes());
             channel_sums_into(view3(&dy), &mut self.dbias);
         }
         let (rows, cols) = self.x_cm.dim();

@@ -51,7 +51,9 @@ impl Linear {
     pub fn forward(&mut self, x: Array2<f32>) -> Array2<f32> {
         check_shape("Linear", "input", &[None, Some(self.f_in())], x.shape());
         let mut y = self.bias.broadcast((x.nrows(), self.f_out())).expect("bias broadcast").to_owned();
-        gemm(1.0, x.view(), self.weight.t(), 1.0, y.view_mut());
+        // As y^T = W x^T: matrixmultiply packs a transposed right-hand operand slowly,
+        // and this way the transposed one is the small x rather than the large W.
+        gemm(1.0, self.weight.view(), x.t(), 1.0, y.view_mut().reversed_axes());
         self.x = x;
         y
     }
