@@ -204,6 +204,65 @@ fn sample_and_bench_produce_their_outputs() {
     assert!(line["images_per_s"].as_f64().unwrap() > 0.0);
 }
 
+#[test]
+fn interpolate_plot_and_export_write_their_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tiny_mnist(tmp.path(), 32);
+    let run_dir = tmp.path().join("run");
+    assert_ok(&train(&data, &run_dir, &["--max-steps", "4", "--log-every", "1"]), "training");
+    let ckpt = run_dir.join("checkpoint.safetensors");
+    let ckpt = ckpt.to_str().unwrap();
+
+    let interp = tmp.path().join("interp");
+    let out = run(&[
+        "interpolate",
+        "--checkpoint",
+        ckpt,
+        "--steps",
+        "5",
+        "--sweep",
+        "cont2",
+        "--out-dir",
+        interp.to_str().unwrap(),
+    ]);
+    assert_ok(&out, "interpolate");
+    for f in ["interp_linear.png", "interp_slerp.png", "interp_linear.gif", "interp_slerp.gif", "sweep_cont2.gif"] {
+        assert!(interp.join(f).is_file(), "{f} missing");
+    }
+    let gif = std::fs::read(interp.join("sweep_cont2.gif")).unwrap();
+    assert!(gif.starts_with(b"GIF89a"), "not a GIF");
+    let out = run(&["interpolate", "--checkpoint", ckpt, "--sweep", "cont9", "--out-dir", interp.to_str().unwrap()]);
+    assert!(!out.status.success() && stderr(&out).contains("cat1, cont1, cont2"), "{}", stderr(&out));
+
+    let chart = tmp.path().join("info.png");
+    let out = run(&["plot", run_dir.to_str().unwrap(), run_dir.to_str().unwrap(), "--out", chart.to_str().unwrap()]);
+    assert_ok(&out, "plot");
+    assert!(infogan::output::png::Image::load(&chart).unwrap().width > 0);
+    assert!(run_dir.join("progress.gif").is_file(), "progress.gif missing");
+
+    #[cfg(feature = "onnx")]
+    {
+        let onnx = tmp.path().join("g.onnx");
+        let check = tmp.path().join("check.safetensors");
+        let out = run(&[
+            "export",
+            "--checkpoint",
+            ckpt,
+            "--out",
+            onnx.to_str().unwrap(),
+            "--check-vector",
+            check.to_str().unwrap(),
+        ]);
+        assert_ok(&out, "export");
+        let file = infogan::tensorfile::TensorFile::read(&check).unwrap();
+        assert_eq!(file.tensors["latent"].shape(), &[8, 74]);
+        assert_eq!(file.tensors["image"].shape(), &[8, 1, 28, 28]);
+        assert!(std::fs::metadata(&onnx).unwrap().len() > 1_000_000, "the ONNX file holds the weights");
+        let out = run(&["export", "--checkpoint", ckpt, "--out", "/nonexistent/dir/g.onnx"]);
+        assert!(!out.status.success() && stderr(&out).contains("/nonexistent/dir"), "{}", stderr(&out));
+    }
+}
+
 #[cfg(unix)]
 #[test]
 fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
