@@ -67,6 +67,9 @@ pub struct TrainArgs {
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 pub fn run(args: TrainArgs) -> Result<()> {
+    if args.log_every == 0 {
+        return Err(Error::Invalid("--log-every must be at least 1".into()));
+    }
     let threads = set_threads(args.threads)?;
     let (mut trainer, out) = if args.resume { resume(&args)? } else { fresh(&args)? };
     let config = trainer.config.clone();

@@ -144,13 +144,29 @@ impl Loaded {
         opt_d.step = parse_u64("optim.discriminator.step")?;
         let g_names = param_names(&mut generator.net, "generator");
         let d_names = d_param_names(&mut discriminator);
-        for (which, opt, names) in [("generator", &mut opt_g, g_names), ("discriminator", &mut opt_d, d_names)] {
+        let g_shapes: Vec<Vec<usize>> = generator.net.params().iter().map(|p| p.param.value.shape().to_vec()).collect();
+        let d_shapes: Vec<Vec<usize>> =
+            crate::train::d_params(&mut discriminator).iter().map(|p| p.value.shape().to_vec()).collect();
+        // Each moment must have its parameter's shape: the optimizer trusts it.
+        let moment = |key: String, shape: &[usize]| -> Result<ndarray::ArrayD<f32>> {
+            let t = file.get(&key, path)?;
+            if t.shape() != shape {
+                return Err(Error::bad_file(
+                    path,
+                    format!("tensor {key} has shape {:?}, expected {shape:?}", t.shape()),
+                ));
+            }
+            Ok(t.clone())
+        };
+        for (which, opt, names, shapes) in
+            [("generator", &mut opt_g, g_names, g_shapes), ("discriminator", &mut opt_d, d_names, d_shapes)]
+        {
             if opt.step == 0 {
                 continue;
             }
-            for name in names {
-                opt.exp_avg.push(file.get(&format!("optim.{which}.exp_avg.{name}"), path)?.clone());
-                opt.exp_avg_sq.push(file.get(&format!("optim.{which}.exp_avg_sq.{name}"), path)?.clone());
+            for (name, shape) in names.iter().zip(&shapes) {
+                opt.exp_avg.push(moment(format!("optim.{which}.exp_avg.{name}"), shape)?);
+                opt.exp_avg_sq.push(moment(format!("optim.{which}.exp_avg_sq.{name}"), shape)?);
             }
         }
         let step = parse_u64("step")?;
