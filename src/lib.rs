@@ -2,8 +2,9 @@
 //! backward pass written by hand.
 //!
 //! The crate is layered, and each layer only uses the ones before it:
-//! `kernels` (GEMM, im2col) -> `layers`, `loss`, `optim` -> models -> training ->
-//! outputs -> command line.
+//! `data`, `kernels` (GEMM, im2col) -> `layers`, `loss`, `optim` -> `models` ->
+//! `train`, `eval` -> `output` (PNG, GIF, CSV, charts, ONNX) -> `cli`.
+//! (`tensorfile`, `error`, `init` and `testutil` are utilities used at every level.)
 //!
 //! # Shape legend
 //! Comments write tensor shapes with these letters:

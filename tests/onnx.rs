@@ -8,7 +8,6 @@ use rand::{RngExt, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use tract_onnx::prelude::*;
 
-use infogan::cli::train::generate;
 use infogan::data::DatasetKind;
 use infogan::models::{Architecture, default_latent};
 use infogan::output::onnx::generator_model;
@@ -48,7 +47,7 @@ fn tract_reproduces_the_generator() {
         let model = model.into_runnable().unwrap();
         for batch in [1, 7] {
             let latent = arch.latent.sample(batch, &mut rng);
-            let expected = generate(&mut trainer.generator, &latent.z);
+            let expected = trainer.generator.generate(&latent.z);
             let input = Tensor::from_shape(&[batch, arch.latent.size()], latent.z.as_slice().unwrap()).unwrap();
             let out = model.run(tvec!(input.into())).unwrap();
             let image = out[0].to_plain_array_view::<f32>().unwrap();

@@ -9,7 +9,6 @@ use clap::Args;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use super::train::generate;
 use crate::error::Result;
 use crate::output::onnx;
 use crate::tensorfile::TensorFile;
@@ -42,7 +41,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
     eprintln!("infogan: wrote {} (opset {}, latent [batch, {}])", args.out.display(), onnx::OPSET, arch.latent.size());
     if let Some(path) = &args.check_vector {
         let latent = arch.latent.sample(CHECK_BATCH, &mut Xoshiro256PlusPlus::seed_from_u64(args.seed));
-        let image = generate(&mut loaded.generator, &latent.z);
+        let image = loaded.generator.generate(&latent.z);
         let file = TensorFile {
             tensors: BTreeMap::from([
                 ("latent".to_string(), latent.z.into_dyn()),

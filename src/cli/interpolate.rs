@@ -10,7 +10,6 @@ use ndarray::{Array1, Array2, Axis, s};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use super::train::generate;
 use crate::error::{Error, Result};
 use crate::models::{Generator, LatentSpec};
 use crate::output::gif;
@@ -65,7 +64,7 @@ pub fn run(args: InterpolateArgs) -> Result<()> {
     for (name, spherical) in [("linear", false), ("slerp", true)] {
         let z = path(&spec, &start, &end, args.steps, spherical);
         let frames = single_frames(&mut loaded.generator, &z, args.scale);
-        let strip = tile(&generate(&mut loaded.generator, &z), 1, args.steps);
+        let strip = tile(&loaded.generator.generate(&z), 1, args.steps);
         written.push(save_png(&upscale(&strip, args.scale), &args.out_dir.join(format!("interp_{name}.png")))?);
         // Forth and back, so the loop has no jump.
         let looped: Vec<Image> = frames.iter().chain(frames.iter().rev().skip(1)).cloned().collect();
@@ -75,10 +74,8 @@ pub fn run(args: InterpolateArgs) -> Result<()> {
     }
     if let Some(code) = &args.sweep {
         let frames_z = sweep(&spec, code, args.from, args.n, args.steps)?;
-        let frames: Vec<Image> = frames_z
-            .iter()
-            .map(|z| upscale(&tile(&generate(&mut loaded.generator, z), 1, args.n), args.scale))
-            .collect();
+        let frames: Vec<Image> =
+            frames_z.iter().map(|z| upscale(&tile(&loaded.generator.generate(z), 1, args.n), args.scale)).collect();
         let looped: Vec<Image> = frames.iter().chain(frames.iter().rev().skip(1)).cloned().collect();
         let gif_path = args.out_dir.join(format!("sweep_{code}.gif"));
         gif::save(&gif_path, &looped, 12)?;
@@ -97,7 +94,7 @@ fn save_png(img: &Image, path: &Path) -> Result<PathBuf> {
 
 /// One image per latent row, each a frame.
 fn single_frames(g: &mut Generator, z: &Array2<f32>, scale: usize) -> Vec<Image> {
-    let images = generate(g, z);
+    let images = g.generate(z);
     (0..z.nrows()).map(|i| upscale(&tile(&images.slice(s![i..i + 1, .., .., ..]).to_owned(), 1, 1), scale)).collect()
 }
 
@@ -151,8 +148,5 @@ fn sweep(spec: &LatentSpec, code: &str, seed: u64, n: usize, steps: usize) -> Re
             })
             .collect());
     }
-    Err(Error::Invalid(format!(
-        "--sweep {code:?}: this model's codes are {}",
-        crate::cli::train::code_names(spec).join(", ")
-    )))
+    Err(Error::Invalid(format!("--sweep {code:?}: this model's codes are {}", spec.code_names().join(", "))))
 }

@@ -7,7 +7,6 @@ use ndarray::Array2;
 use rand::{RngExt, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use super::train::generate;
 use crate::error::{Error, Result};
 use crate::output::grid::tile;
 use crate::train::checkpoint;
@@ -80,7 +79,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
         .collect();
     let cont = Array2::from_shape_fn((count, spec.continuous), |(_, j)| cont[j]);
     let latent = spec.compose(&noise, &cat, &cont);
-    let images = generate(&mut loaded.generator, &latent.z);
+    let images = loaded.generator.generate(&latent.z);
     tile(&images, rows.len(), args.n).save(&args.out)?;
     eprintln!("infogan: wrote {} ({} images)", args.out.display(), count);
     Ok(())

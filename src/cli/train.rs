@@ -14,7 +14,7 @@ use super::{DatasetArg, ModelArg, ModelFlags, default_epochs, default_out, set_t
 use crate::data::{self, DatasetKind, Shuffler, Split};
 use crate::error::{Error, Result};
 use crate::eval::{categorical_accuracy, lower_bounds, mean_rows};
-use crate::models::{Generator, LatentBatch, LatentSpec};
+use crate::models::LatentBatch;
 use crate::output::csv::{CsvLog, LOSS_HEADER};
 use crate::output::curves::losses_chart;
 use crate::output::gif;
@@ -121,7 +121,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     eprintln!("infogan: writing to {}", out.display());
 
     let mut log = CsvLog::open(&out.join("losses.csv"), LOSS_HEADER, trainer.step)?;
-    let names = code_names(&config.arch.latent);
+    let names = config.arch.latent.code_names();
     let bound_cols: Vec<String> = names.iter().map(|n| format!("mi_bound_{n}")).collect();
     let mut info_log =
         CsvLog::open(&out.join("information.csv"), &format!("epoch,step,{}", bound_cols.join(",")), trainer.step)?;
@@ -299,23 +299,14 @@ fn picture_latents(trainer: &Trainer) -> (LatentBatch, Vec<LatentBatch>) {
     (grid, traversals)
 }
 
-/// Images of the generator in evaluation mode (batch norm's running statistics), so
-/// that drawing pictures changes no training state.
-pub fn generate(generator: &mut Generator, z: &ndarray::Array2<f32>) -> ndarray::Array4<f32> {
-    generator.net.set_training(false);
-    let images = generator.forward(z.clone());
-    generator.net.set_training(true);
-    images
-}
-
 /// The sample grid, the traversals and the checkpoint of an epoch end.
 fn write_epoch_outputs(trainer: &mut Trainer, out: &Path, epoch: usize) -> Result<()> {
     prepare_out(out)?;
     let (grid, traversals) = picture_latents(trainer);
-    let images = generate(&mut trainer.generator, &grid.z);
+    let images = trainer.generator.generate(&grid.z);
     tile(&images, GRID_ROWS, GRID_COLS).save(&out.join("samples").join(format!("epoch_{epoch:03}.png")))?;
     for (j, t) in traversals.iter().enumerate() {
-        let images = generate(&mut trainer.generator, &t.z);
+        let images = trainer.generator.generate(&t.z);
         let path = out.join("traversals").join(format!("epoch_{epoch:03}_cont_{}.png", j + 1));
         tile(&images, GRID_ROWS, GRID_COLS).save(&path)?;
     }
@@ -342,12 +333,6 @@ fn progress_gif(out: &Path) -> Result<()> {
         return Ok(());
     }
     gif::save(&out.join("progress.gif"), &frames, 60)
-}
-
-/// Column names of the codes: `cat1`, `cat2`, ... then `cont1`, `cont2`, ...
-pub fn code_names(spec: &LatentSpec) -> Vec<String> {
-    let cat = (1..=spec.categorical.len()).map(|k| format!("cat{k}"));
-    cat.chain((1..=spec.continuous).map(|j| format!("cont{j}"))).collect()
 }
 
 /// A CSV row: epoch, step, an optional value, then more values.

@@ -58,6 +58,13 @@ impl LatentSpec {
         cat.chain(std::iter::repeat_n(2f64.ln(), self.continuous)).collect()
     }
 
+    /// Names of the codes, as in column headers and flags: `cat1`, `cat2`, ... then
+    /// `cont1`, `cont2`, ...
+    pub fn code_names(&self) -> Vec<String> {
+        let cat = (1..=self.categorical.len()).map(|k| format!("cat{k}"));
+        cat.chain((1..=self.continuous).map(|j| format!("cont{j}"))).collect()
+    }
+
     /// Draws `n` latent vectors from the prior.
     pub fn sample(&self, n: usize, rng: &mut impl Rng) -> LatentBatch {
         let noise = Array2::from_shape_simple_fn((n, self.noise), || rng.random_range(-1.0f32..=1.0));

@@ -131,6 +131,17 @@ impl Generator {
         self.net.forward(z.into_dyn()).into_dimensionality::<Ix4>().expect("generator gives [N, C, H, W]")
     }
 
+    /// Images in evaluation mode (batch norm's running statistics), as for pictures
+    /// and exports: nothing of the training state changes.
+    ///
+    /// z: [N, L] -> images: [N, C, H, W]
+    pub fn generate(&mut self, z: &Array2<f32>) -> Array4<f32> {
+        self.net.set_training(false);
+        let images = self.forward(z.clone());
+        self.net.set_training(true);
+        images
+    }
+
     /// dimages: [N, C, H, W] -> dz: [N, L]
     pub fn backward(&mut self, dimages: Array4<f32>) -> ArrayD<f32> {
         self.net.backward(dimages.into_dyn())
