@@ -33,7 +33,8 @@ pub struct TrainArgs {
     /// Folder for samples, curves, logs and the checkpoint [default: runs/<dataset>-<model>]
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Passes over the training set [default: 5 for MNIST and Fashion-MNIST, 60 for CIFAR-10]
+    /// Passes over the training set [default: the whole number closest to 5,000 steps: 5 for MNIST and
+    /// Fashion-MNIST, 63 for the 5,085-image CIFAR-10 subset, 6 for the full CIFAR-10]
     #[arg(long, value_name = "N")]
     epochs: Option<usize>,
     /// Stop after N optimizer steps in total, counting those before a --resume, and write the checkpoint and
@@ -76,6 +77,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let dataset = config.arch.dataset;
     let data_dir = args.data_dir.clone().unwrap_or_else(|| dataset.default_dir());
     let train_set = data::load(dataset, &data_dir, Split::Train)?;
+    if !args.resume && args.epochs.is_none() {
+        trainer.config.epochs = default_epochs(train_set.len(), config.batch_size);
+    }
+    let config = trainer.config.clone();
     let test_set = if config.arch.latent.categorical.is_empty() {
         None
     } else {
@@ -212,7 +217,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
 fn fresh(args: &TrainArgs) -> Result<(Trainer, PathBuf)> {
     let dataset: DatasetKind = args.dataset.unwrap_or(DatasetArg::Mnist).into();
     let model = args.model.unwrap_or(ModelArg::Infogan).into();
-    let epochs = args.epochs.unwrap_or_else(|| default_epochs(dataset));
+    // The default epochs depend on the training set's size; `run` sets them once
+    // the data is loaded.
+    let epochs = args.epochs.unwrap_or(1);
     let config = args.flags.config(dataset, model, args.batch_size.unwrap_or(64), epochs, args.seed.unwrap_or(1))?;
     let out = args.out.clone().unwrap_or_else(|| default_out(dataset, model));
     prepare_out(&out)?;
