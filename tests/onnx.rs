@@ -11,7 +11,7 @@ use tract_onnx::prelude::*;
 use infogan::data::DatasetKind;
 use infogan::models::{Architecture, default_latent};
 use infogan::output::onnx::generator_model;
-use infogan::train::{TrainConfig, Trainer};
+use infogan::train::{ContStd, TrainConfig, Trainer};
 
 fn config(dataset: DatasetKind) -> TrainConfig {
     TrainConfig {
@@ -19,6 +19,7 @@ fn config(dataset: DatasetKind) -> TrainConfig {
         model: infogan::models::ModelKind::InfoGan,
         lambda_cat: 1.0,
         lambda_cont: 0.1,
+        cont_std: ContStd::Learned,
         lr_d: 2e-4,
         lr_g: 1e-3,
         beta1: 0.5,

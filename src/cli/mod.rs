@@ -16,7 +16,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::data::DatasetKind;
 use crate::error::{Error, Result};
 use crate::models::{Architecture, LatentSpec, ModelKind, default_latent};
-use crate::train::TrainConfig;
+use crate::train::{ContStd, TrainConfig};
 
 #[derive(Parser)]
 #[command(
@@ -85,6 +85,23 @@ impl From<ModelArg> for ModelKind {
     }
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ContStdArg {
+    /// Standard deviation 1, as in the InfoGAN authors' code; Q's log-std outputs are unused
+    Fixed,
+    /// Standard deviation predicted by Q's log-std outputs
+    Learned,
+}
+
+impl From<ContStdArg> for ContStd {
+    fn from(c: ContStdArg) -> Self {
+        match c {
+            ContStdArg::Fixed => ContStd::Fixed,
+            ContStdArg::Learned => ContStd::Learned,
+        }
+    }
+}
+
 /// The model and optimisation flags shared by `train` and `bench`. Each is optional
 /// so that `--resume` can tell a flag the user gave from a default.
 #[derive(Args, Clone, Debug, Default)]
@@ -105,6 +122,10 @@ pub struct ModelFlags {
     /// Weight of the continuous codes' information loss [default: 0.1]
     #[arg(long, value_name = "W")]
     pub lambda_cont: Option<f32>,
+    /// How Q's Gaussian scores a continuous code: with its standard deviation fixed at 1, or learned [default:
+    /// fixed]
+    #[arg(long, value_enum, value_name = "STD")]
+    pub cont_std: Option<ContStdArg>,
     /// Adam learning rate of the discriminator and its Q head [default: 2e-4]
     #[arg(long, value_name = "LR")]
     pub lr_d: Option<f32>,
@@ -156,6 +177,7 @@ impl ModelFlags {
             model,
             lambda_cat: self.lambda_cat.unwrap_or(1.0),
             lambda_cont: self.lambda_cont.unwrap_or(0.1),
+            cont_std: self.cont_std.map_or(ContStd::Fixed, ContStd::from),
             lr_d: self.lr_d.unwrap_or(2e-4),
             lr_g: self.lr_g.unwrap_or(1e-3),
             beta1: self.beta1.unwrap_or(0.5),
@@ -188,6 +210,11 @@ impl ModelFlags {
         differ("continuous", self.continuous.map(|v| v.to_string()), l.continuous.to_string());
         differ("lambda-cat", self.lambda_cat.map(|v| v.to_string()), config.lambda_cat.to_string());
         differ("lambda-cont", self.lambda_cont.map(|v| v.to_string()), config.lambda_cont.to_string());
+        differ(
+            "cont-std",
+            self.cont_std.map(|v| format!("{:?}", ContStd::from(v)).to_lowercase()),
+            format!("{:?}", config.cont_std).to_lowercase(),
+        );
         differ("lr-d", self.lr_d.map(|v| v.to_string()), config.lr_d.to_string());
         differ("lr-g", self.lr_g.map(|v| v.to_string()), config.lr_g.to_string());
         differ("beta1", self.beta1.map(|v| v.to_string()), config.beta1.to_string());

@@ -5,8 +5,9 @@
 //! - D minimises BCE on real images (target 1) and generated ones (target 0).
 //! - G minimises the non-saturating loss, BCE of D on its images against target 1.
 //! - The information loss `L_info = lambda_cat * CE(Q_cat, c_cat) + lambda_cont *
-//!   NLL(c_cont | Q_mean, Q_logstd)` is added to D's loss on the generated batch (so
-//!   the shared trunk and the Q head both learn from it) and to G's loss.
+//!   NLL(c_cont | Q_mean, std)` is added to D's loss on the generated batch (so the
+//!   shared trunk and the Q head both learn from it) and to G's loss. The std is 1
+//!   or Q's prediction (`ContStd`).
 //! - `ModelKind::Gan` drops the information term from both losses; its Q head is
 //!   still trained, on features that do not pass gradients back into the trunk, as a
 //!   probe of how much of the codes a plain GAN keeps.
@@ -29,6 +30,9 @@ pub struct TrainConfig {
     pub model: ModelKind,
     pub lambda_cat: f32,
     pub lambda_cont: f32,
+    /// Checkpoints written before this setting existed learned the std.
+    #[serde(default = "ContStd::learned")]
+    pub cont_std: ContStd,
     pub lr_d: f32,
     pub lr_g: f32,
     pub beta1: f32,
@@ -36,6 +40,29 @@ pub struct TrainConfig {
     pub batch_size: usize,
     pub epochs: usize,
     pub seed: u64,
+}
+
+/// How Q scores a continuous code: a Gaussian whose standard deviation is either
+/// fixed at 1 or predicted by Q (its log-std outputs).
+///
+/// The InfoGAN authors' MNIST code uses `Uniform(1, fix_std=True)`: with the std
+/// fixed, the NLL is `0.5 (c - mean)^2 + const`. With a learned std the gradient on
+/// the mean is scaled by `1 / std^2`, which grows as Q gets precise; the continuous
+/// codes then win the trunk's capacity from the categorical code and take over
+/// digit identity (a traversal that turns a 4 into a 9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContStd {
+    /// std 1: Q's log-std outputs are ignored (and get no gradient).
+    Fixed,
+    /// std `exp(logstd)` from Q's log-std outputs.
+    Learned,
+}
+
+impl ContStd {
+    fn learned() -> Self {
+        ContStd::Learned
+    }
 }
 
 /// What one step measured.
@@ -195,11 +222,17 @@ pub fn info_loss(config: &TrainConfig, q: &Array2<f32>, latent: &LatentBatch) ->
     let c = spec.continuous;
     if c > 0 {
         let mean = q.slice(s![.., col..col + c]);
-        let logstd = q.slice(s![.., col + c..col + 2 * c]);
+        let zeros = Array2::zeros(mean.raw_dim());
+        let logstd = match config.cont_std {
+            ContStd::Fixed => zeros.view(),
+            ContStd::Learned => q.slice(s![.., col + c..col + 2 * c]),
+        };
         let (nll, dmean, dlogstd) = gaussian_nll(latent.cont.view(), mean, logstd);
         loss += config.lambda_cont as f64 * nll as f64;
         dq.slice_mut(s![.., col..col + c]).assign(&(dmean * config.lambda_cont));
-        dq.slice_mut(s![.., col + c..col + 2 * c]).assign(&(dlogstd * config.lambda_cont));
+        if config.cont_std == ContStd::Learned {
+            dq.slice_mut(s![.., col + c..col + 2 * c]).assign(&(dlogstd * config.lambda_cont));
+        }
         for j in 0..c {
             let pick = |a: ndarray::ArrayView2<f32>| a.slice(s![.., j..j + 1]).to_owned();
             let (nll_j, _, _) = gaussian_nll(pick(latent.cont.view()).view(), pick(mean).view(), pick(logstd).view());
@@ -207,4 +240,55 @@ pub fn info_loss(config: &TrainConfig, q: &Array2<f32>, latent: &LatentBatch) ->
         }
     }
     InfoLoss { loss, dq, code_losses }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::DatasetKind;
+    use crate::models::default_latent;
+    use rand::RngExt;
+
+    fn config(cont_std: ContStd) -> TrainConfig {
+        TrainConfig {
+            arch: Architecture { dataset: DatasetKind::Mnist, latent: default_latent(DatasetKind::Mnist) },
+            model: ModelKind::InfoGan,
+            lambda_cat: 1.0,
+            lambda_cont: 0.5,
+            cont_std,
+            lr_d: 2e-4,
+            lr_g: 1e-3,
+            beta1: 0.5,
+            beta2: 0.999,
+            batch_size: 4,
+            epochs: 1,
+            seed: 3,
+        }
+    }
+
+    /// With the std fixed at 1 the continuous codes' loss is `0.5 (c - mean)^2 +
+    /// 0.5 ln(2 pi)`, whatever Q's log-std outputs hold, and those outputs get no
+    /// gradient; the learned-std loss agrees with it where the log-std is 0.
+    #[test]
+    fn fixed_std_ignores_the_logstd_outputs() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(9);
+        let fixed = config(ContStd::Fixed);
+        let latent = fixed.arch.latent.sample(4, &mut rng);
+        let mut q = Array2::from_shape_fn((4, 14), |_| rng.random_range(-2.0f32..2.0));
+        let out = info_loss(&fixed, &q, &latent);
+        assert!(out.dq.slice(s![.., 12..14]).iter().all(|&g| g == 0.0), "log-std outputs got gradients: {}", out.dq);
+        let mut sq = 0f64;
+        for ((n, j), &c) in latent.cont.indexed_iter() {
+            sq += (c as f64 - q[[n, 10 + j]] as f64).powi(2);
+        }
+        let nll = 0.5 * sq / 8.0 + 0.5 * std::f64::consts::TAU.ln();
+        let ce = out.code_losses[0];
+        assert!((out.loss - (ce + 0.5 * nll)).abs() < 1e-5, "loss {} != CE {ce} + 0.5 NLL {nll}", out.loss);
+
+        q.slice_mut(s![.., 12..14]).fill(0.0);
+        let learned = info_loss(&config(ContStd::Learned), &q, &latent);
+        let fixed = info_loss(&fixed, &q, &latent);
+        assert!((learned.loss - fixed.loss).abs() < 1e-9);
+        assert_eq!(learned.dq.slice(s![.., ..12]), fixed.dq.slice(s![.., ..12]));
+    }
 }
