@@ -141,7 +141,8 @@ pub struct ModelFlags {
 }
 
 /// Optimizer steps that the default number of epochs aims at: about what the
-/// InfoGAN authors' code runs (5,000 updates), and 15 to 20 minutes of MNIST on 2 cores.
+/// InfoGAN authors' code runs (5,000 updates), and about 14 minutes of MNIST on 2
+/// cores (README, Results).
 pub const DEFAULT_STEPS: usize = 5000;
 
 /// The default epochs for a training set: the whole number of epochs closest to
