@@ -211,11 +211,7 @@ impl ModelFlags {
         differ("continuous", self.continuous.map(|v| v.to_string()), l.continuous.to_string());
         differ("lambda-cat", self.lambda_cat.map(|v| v.to_string()), config.lambda_cat.to_string());
         differ("lambda-cont", self.lambda_cont.map(|v| v.to_string()), config.lambda_cont.to_string());
-        differ(
-            "cont-std",
-            self.cont_std.map(|v| format!("{:?}", ContStd::from(v)).to_lowercase()),
-            format!("{:?}", config.cont_std).to_lowercase(),
-        );
+        differ("cont-std", self.cont_std.map(|v| ContStd::from(v).name().into()), config.cont_std.name().into());
         differ("lr-d", self.lr_d.map(|v| v.to_string()), config.lr_d.to_string());
         differ("lr-g", self.lr_g.map(|v| v.to_string()), config.lr_g.to_string());
         differ("beta1", self.beta1.map(|v| v.to_string()), config.beta1.to_string());

@@ -63,6 +63,14 @@ impl ContStd {
     fn learned() -> Self {
         ContStd::Learned
     }
+
+    /// The flag value, as in `--cont-std fixed`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ContStd::Fixed => "fixed",
+            ContStd::Learned => "learned",
+        }
+    }
 }
 
 /// What one step measured.
@@ -222,11 +230,9 @@ pub fn info_loss(config: &TrainConfig, q: &Array2<f32>, latent: &LatentBatch) ->
     let c = spec.continuous;
     if c > 0 {
         let mean = q.slice(s![.., col..col + c]);
-        let zeros = Array2::zeros(mean.raw_dim());
-        let logstd = match config.cont_std {
-            ContStd::Fixed => zeros.view(),
-            ContStd::Learned => q.slice(s![.., col + c..col + 2 * c]),
-        };
+        // With the std fixed at 1 the log-std is 0, a constant instead of Q's outputs.
+        let unit_std: Option<Array2<f32>> = (config.cont_std == ContStd::Fixed).then(|| Array2::zeros(mean.raw_dim()));
+        let logstd = unit_std.as_ref().map_or_else(|| q.slice(s![.., col + c..col + 2 * c]), |z| z.view());
         let (nll, dmean, dlogstd) = gaussian_nll(latent.cont.view(), mean, logstd);
         loss += config.lambda_cont as f64 * nll as f64;
         dq.slice_mut(s![.., col..col + c]).assign(&(dmean * config.lambda_cont));
