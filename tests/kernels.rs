@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use infogan::kernels::gemm::{block_plan, gemm, gemm_naive};
+use infogan::kernels::gemm::{Split, block_plan, gemm, gemm_naive};
 use infogan::layers::conv_transpose2d::conv_transpose2d_naive;
 use infogan::layers::conv2d::conv2d_naive;
 use infogan::layers::{Conv2d, ConvTranspose2d};
@@ -74,11 +74,11 @@ proptest! {
     }
 }
 
-/// Sizes large enough that `gemm` cuts C into blocks (of rows, and of columns), with a
-/// ragged last block.
+/// Sizes large enough that `gemm` cuts the work into blocks (of rows, of columns, and
+/// of K), with a ragged last block, and with beta both 0 and not.
 #[test]
 fn blocked_gemm_matches_triple_loop() {
-    for &(m, k, n) in &[(300, 70, 50), (50, 70, 333), (129, 200, 131), (64, 6272 / 8, 1024)] {
+    for &(m, k, n) in &[(300, 70, 50), (50, 70, 333), (129, 200, 131), (64, 6272 / 8, 1024), (17, 5000, 20)] {
         let plan = block_plan(m, k, n);
         assert!(plan.count > 1, "{m}x{k}x{n} should be split, plan {plan:?}");
         let a: Array2<f32> = random_array([m, k], 1);
@@ -88,14 +88,25 @@ fn blocked_gemm_matches_triple_loop() {
         gemm(1.0, a.view(), b.view(), 0.0, c_fast.view_mut());
         gemm_naive(1.0, a.view(), b.view(), 0.0, c_naive.view_mut());
         assert_close(&c_fast, &c_naive, 1e-4, gemm_tol(k), &format!("gemm {m}x{k}x{n} plan {plan:?}"));
+        let c0: Array2<f32> = random_array([m, n], 3);
+        let (mut c_fast, mut c_naive) = (c0.clone(), c0);
+        gemm(0.5, a.view(), b.view(), 2.0, c_fast.view_mut());
+        gemm_naive(0.5, a.view(), b.view(), 2.0, c_naive.view_mut());
+        assert_close(&c_fast, &c_naive, 1e-4, gemm_tol(k), &format!("gemm beta 2 {m}x{k}x{n} plan {plan:?}"));
     }
 }
 
 #[test]
 fn block_plan_depends_on_shape_alone_and_covers_c() {
-    for &(m, k, n) in &[(1024, 1024, 1024), (128, 1024, 3136), (64, 6272, 1024), (3, 3, 3), (1, 100000, 1)] {
+    for &(m, k, n) in
+        &[(1024, 1024, 1024), (128, 1024, 3136), (64, 6272, 1024), (3, 3, 3), (1, 100000, 1), (48, 32768, 64)]
+    {
         let plan = block_plan(m, k, n);
-        let len = if plan.split_rows { m } else { n };
+        let len = match plan.split {
+            Split::Rows => m,
+            Split::Cols => n,
+            Split::Depth => k,
+        };
         assert!(plan.size * plan.count >= len && plan.size * (plan.count - 1) < len, "{plan:?} for {m}x{k}x{n}");
     }
 }
