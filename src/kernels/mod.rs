@@ -40,3 +40,78 @@ impl Workspace {
         (self.rows, self.cols)
     }
 }
+
+/// Images per chunk in `gemm_col2im`: as many as keep a chunk's column matrix within
+/// this many bytes. A whole batch's columns (up to 32 MiB in the CIFAR-10
+/// discriminator) go out to memory between the GEMM that writes them and the col2im
+/// that scatter-adds them back; a chunk this size is still in the caches when col2im
+/// reads it. Measured on conv 128->256 at 8x8, batch 128, one thread: 33.6 ms for the
+/// whole batch against 25.1 ms in chunks of 2 MiB.
+const COL2IM_CHUNK_BYTES: usize = 2 << 20;
+
+/// `x = col2im(a b) + bias`, computed a few images at a time so that the product never
+/// exists for the whole batch.
+///
+/// a: [C*KH*KW, K], b: [K, N*P_out], x: [N, C, H, W] with `g` describing `x` (as for
+/// `col2im`); `cols` is the scratch for one chunk. The chunk size depends only on the
+/// shapes, so the result is the same on any number of threads.
+pub fn gemm_col2im(
+    a: ArrayView2<f32>,
+    b: ArrayView2<f32>,
+    g: &im2col::ConvGeom,
+    bias: Option<&[f32]>,
+    cols: &mut Workspace,
+    x: ndarray::ArrayViewMut4<f32>,
+) {
+    let per_image = g.rows() * g.p_out() * std::mem::size_of::<f32>();
+    let chunk = COL2IM_CHUNK_BYTES / per_image.max(1);
+    gemm_col2im_chunked(a, b, g, bias, cols, x, chunk);
+}
+
+/// `gemm_col2im` with `chunk` images at a time (at least 1).
+fn gemm_col2im_chunked(
+    a: ArrayView2<f32>,
+    b: ArrayView2<f32>,
+    g: &im2col::ConvGeom,
+    bias: Option<&[f32]>,
+    cols: &mut Workspace,
+    mut x: ndarray::ArrayViewMut4<f32>,
+    chunk: usize,
+) {
+    let n = x.dim().0;
+    let p_out = g.p_out();
+    assert_eq!(b.ncols(), n * p_out, "gemm_col2im: b has {} columns for {n} images of {p_out} positions", b.ncols());
+    let chunk = chunk.clamp(1, n.max(1));
+    for start in (0..n).step_by(chunk) {
+        let end = (start + chunk).min(n);
+        cols.resize(g.rows(), (end - start) * p_out);
+        gemm::gemm(1.0, a, b.slice(ndarray::s![.., start * p_out..end * p_out]), 0.0, cols.view_mut());
+        im2col::col2im(cols.view(), g, bias, x.slice_mut(ndarray::s![start..end, .., .., ..]));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{assert_close, random_array};
+    use ndarray::{Array2, Array4};
+
+    /// Any chunking gives what one GEMM and one col2im over the whole batch give.
+    #[test]
+    fn gemm_col2im_in_chunks_matches_whole_batch() {
+        let g = im2col::ConvGeom { c: 3, h: 9, w: 7, kh: 4, kw: 3, stride: 2, padding: 1 };
+        let n = 5;
+        let a: Array2<f32> = random_array([g.rows(), 6], 1);
+        let b: Array2<f32> = random_array([6, n * g.p_out()], 2);
+        let bias = [0.5, -1.0, 2.0];
+        let mut cols = Array2::zeros((g.rows(), n * g.p_out()));
+        gemm::gemm(1.0, a.view(), b.view(), 0.0, cols.view_mut());
+        let mut expected = Array4::zeros((n, g.c, g.h, g.w));
+        im2col::col2im(cols.view(), &g, Some(&bias), expected.view_mut());
+        for chunk in [1, 2, 3, 5, 8] {
+            let mut x = Array4::from_elem((n, g.c, g.h, g.w), f32::NAN);
+            gemm_col2im_chunked(a.view(), b.view(), &g, Some(&bias), &mut Workspace::default(), x.view_mut(), chunk);
+            assert_close(&x, &expected, 1e-6, 1e-6, &format!("gemm_col2im in chunks of {chunk}"));
+        }
+    }
+}

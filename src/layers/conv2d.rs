@@ -9,9 +9,9 @@ use rand::Rng;
 
 use super::check_shape;
 use crate::init;
-use crate::kernels::Workspace;
 use crate::kernels::gemm::gemm;
-use crate::kernels::im2col::{ConvGeom, col2im, from_channel_major, im2col, row_sums_into, to_channel_major};
+use crate::kernels::im2col::{ConvGeom, from_channel_major, im2col, row_sums_into, to_channel_major};
+use crate::kernels::{Workspace, gemm_col2im};
 
 #[derive(Clone)]
 pub struct Conv2d {
@@ -32,10 +32,11 @@ pub struct Conv2d {
     geom: ConvGeom,
     n: usize,
     cols: Workspace,
-    /// Workspace kept from step to step. y_cm: [C_out, N*P_out], also used for dy.
-    /// (Backward computes dcols: [C_in*KH*KW, N*P_out] into `cols`, once dweight no
-    /// longer needs it.)
+    /// Workspaces kept from step to step. y_cm: [C_out, N*P_out], also used for dy;
+    /// dcols: [C_in*KH*KW, chunk*P_out], a few images' share of `W2^T dy_cm` (see
+    /// `gemm_col2im`).
     y_cm: Workspace,
+    dcols: Workspace,
 }
 
 impl Conv2d {
@@ -56,6 +57,7 @@ impl Conv2d {
             n: 0,
             cols: Workspace::default(),
             y_cm: Workspace::default(),
+            dcols: Workspace::default(),
         }
     }
 
@@ -105,17 +107,14 @@ impl Conv2d {
     ///   transpose `cols dy_cm^T`
     /// - `dbias += sum over n, oh, ow of dy`
     /// - `dcols = W2^T dy_cm`, and `dx = col2im(dcols)`, since im2col is linear and
-    ///   col2im is its transpose.
+    ///   col2im is its transpose (a few images at a time, `gemm_col2im`).
     ///
     /// dy: [N, C_out, H_out, W_out] -> dx: [N, C_in, H, W]
     pub fn backward(&mut self, dy: Array4<f32>) -> Array4<f32> {
         self.backward_params(dy);
         let g = self.geom;
-        // cols is dead once dweight has it: dcols takes its place, which saves a
-        // buffer the size of the whole unfolded batch.
-        gemm(1.0, flat(&self.weight).t(), self.y_cm.view(), 0.0, self.cols.view_mut());
         let mut dx = Array4::zeros((self.n, g.c, g.h, g.w));
-        col2im(self.cols.view(), &g, None, dx.view_mut());
+        gemm_col2im(flat(&self.weight).t(), self.y_cm.view(), &g, None, &mut self.dcols, dx.view_mut());
         dx
     }
 }

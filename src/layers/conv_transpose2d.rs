@@ -4,7 +4,7 @@
 //! `(c, i, j, oh, ow)` with `oh*s - p + i = ih` and `ow*s - p + j = iw`.
 //! Output size `H_out = (H - 1)*s - 2p + KH`.
 //!
-//! Computed for the whole batch as one GEMM and a col2im:
+//! Computed as a GEMM and a col2im, a few images at a time (`gemm_col2im`):
 //! `cols = W2^T x_cm` with `W2 = W viewed as [C_in, C_out*KH*KW]` and
 //! `x_cm: [C_in, N*H*W]`, then `y = col2im(cols)`. This is exactly Conv2d's
 //! input-gradient path, and its backward pass is Conv2d's forward path.
@@ -15,9 +15,9 @@ use rand::Rng;
 use super::check_shape;
 use super::conv2d::{as3, flat, flat_mut, view3};
 use crate::init;
-use crate::kernels::Workspace;
 use crate::kernels::gemm::gemm;
-use crate::kernels::im2col::{ConvGeom, channel_sums_into, col2im, from_channel_major, im2col, to_channel_major};
+use crate::kernels::im2col::{ConvGeom, channel_sums_into, from_channel_major, im2col, to_channel_major};
+use crate::kernels::{Workspace, gemm_col2im};
 
 #[derive(Clone)]
 pub struct ConvTranspose2d {
@@ -39,8 +39,9 @@ pub struct ConvTranspose2d {
     geom: ConvGeom,
     n: usize,
     x_cm: Workspace,
-    /// Workspaces kept from step to step. cols: [C_out*KH*KW, N*H*W] (forward's
-    /// product, then backward's im2col of dy); dx_cm: [C_in, N*H*W].
+    /// Workspaces kept from step to step. cols: forward's product for a chunk of
+    /// images, [C_out*KH*KW, chunk*H*W], then backward's im2col of the whole dy,
+    /// [C_out*KH*KW, N*H*W]; dx_cm: [C_in, N*H*W].
     cols: Workspace,
     dx_cm: Workspace,
 }
@@ -101,10 +102,8 @@ impl ConvTranspose2d {
         let g = self.geometry(h, w);
         self.x_cm.resize(c_in, n * h * w);
         to_channel_major(view3(&x), self.x_cm.view_mut());
-        self.cols.resize(g.rows(), n * h * w);
-        gemm(1.0, flat(&self.weight).t(), self.x_cm.view(), 0.0, self.cols.view_mut());
         let mut y = Array4::zeros((n, g.c, g.h, g.w));
-        col2im(self.cols.view(), &g, self.bias.as_slice(), y.view_mut());
+        gemm_col2im(flat(&self.weight).t(), self.x_cm.view(), &g, self.bias.as_slice(), &mut self.cols, y.view_mut());
         (self.geom, self.n) = (g, n);
         y
     }
@@ -121,6 +120,7 @@ impl ConvTranspose2d {
         let g = self.geom;
         check_shape("ConvTranspose2d", "dy", &[Some(self.n), Some(g.c), Some(g.h), Some(g.w)], dy.shape());
         let dcols = &mut self.cols;
+        dcols.resize(g.rows(), self.x_cm.dim().1);
         im2col(dy.view(), &g, dcols.view_mut());
         if self.requires_grad {
             // As dweight^T = dcols x_cm^T, so that the operand matrixmultiply packs
