@@ -121,7 +121,17 @@ pub fn im2col(x: ArrayView4<f32>, g: &ConvGeom, mut cols: ArrayViewMut2<f32>) {
 ///
 /// cols: [C*KH*KW, N*P_out], x: [N, C, H, W], bias: [C]. Parallel over the `N*C` image
 /// planes; each plane sums its contributions in the fixed order `(i, j, q)`.
-pub fn col2im(cols: ArrayView2<f32>, g: &ConvGeom, bias: Option<&[f32]>, mut x: ArrayViewMut4<f32>) {
+pub fn col2im(cols: ArrayView2<f32>, g: &ConvGeom, bias: Option<&[f32]>, x: ArrayViewMut4<f32>) {
+    col2im_with(cols, g, bias, x, true);
+}
+
+/// `col2im` on the calling thread alone, for callers that are already one of many
+/// parallel tasks (`gemm_col2im`).
+pub fn col2im_serial(cols: ArrayView2<f32>, g: &ConvGeom, bias: Option<&[f32]>, x: ArrayViewMut4<f32>) {
+    col2im_with(cols, g, bias, x, false);
+}
+
+fn col2im_with(cols: ArrayView2<f32>, g: &ConvGeom, bias: Option<&[f32]>, mut x: ArrayViewMut4<f32>, parallel: bool) {
     let n = x.dim().0;
     assert_eq!(x.dim(), (n, g.c, g.h, g.w), "col2im: output shape");
     let p_out = g.p_out();
@@ -134,7 +144,7 @@ pub fn col2im(cols: ArrayView2<f32>, g: &ConvGeom, bias: Option<&[f32]>, mut x: 
     let (ho, wo, s, p) = (g.h_out(), g.w_out(), g.stride, g.padding);
     let row_len = n * p_out;
     let x = x.as_slice_mut().expect("col2im: output must be contiguous");
-    x.par_chunks_mut(g.h * g.w).enumerate().for_each(|(plane_idx, plane)| {
+    let plane_sum = |(plane_idx, plane): (usize, &mut [f32])| {
         let (img, c) = (plane_idx / g.c, plane_idx % g.c);
         plane.fill(bias.map_or(0.0, |b| b[c]));
         for i in 0..g.kh {
@@ -153,7 +163,12 @@ pub fn col2im(cols: ArrayView2<f32>, g: &ConvGeom, bias: Option<&[f32]>, mut x: 
                 }
             }
         }
-    });
+    };
+    if parallel {
+        x.par_chunks_mut(g.h * g.w).enumerate().for_each(plane_sum);
+    } else {
+        x.chunks_mut(g.h * g.w).enumerate().for_each(plane_sum);
+    }
 }
 
 /// Channel-major from batch-major: `cm[c, n*P + q] = x[n, c, q]`.
