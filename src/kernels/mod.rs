@@ -57,7 +57,8 @@ const MIN_CHUNKS: usize = 4;
 /// between the two. Every chunk packs A again, so a chunk has at least as many columns
 /// as A has, to keep that re-packing below the chunk's own output. Measured with
 /// `infogan bench --dataset cifar10` (2 threads, 3 interleaved runs each): 202-231
-/// images/s with whole-batch products against 238-253 with these chunks.
+/// images/s with the chunks taken in turn (each GEMM parallel inside) against 238-253
+/// with one task per chunk.
 ///
 /// a: [C*KH*KW, K], b: [K, N*P_out], x: [N, C, H, W] with `g` describing `x` (as for
 /// `col2im`); `cols` holds the chunks' products. The chunks depend only on the shapes,
