@@ -1,5 +1,5 @@
 //! sgemm throughput: square sizes and the GEMM shapes of the MNIST InfoGAN at batch
-//! 64, on one thread and on all cores. Each result is checked against f64 dot
+//! 64 (plus one long-K shape of the CIFAR-10 model), on one thread and on all cores. Each result is checked against f64 dot
 //! products before it is timed. Besides criterion's report, one line per
 //! measurement for scripts:
 //!
@@ -30,6 +30,7 @@ const SHAPES: &[(usize, usize, usize, &str)] = &[
     (128, 3136, 1024, "D conv2 dweight / G deconv1 dweight"),
     (64, 16, 12544, "D conv1 forward"),
     (16, 64, 12544, "G deconv2 forward"),
+    (48, 32768, 64, "CIFAR-10 D conv1 dweight at batch 128, cut along K"),
 ];
 
 /// Checks 64 entries of `c = a b` against f64 dot products.
