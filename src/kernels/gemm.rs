@@ -135,13 +135,6 @@ pub fn block_plan(m: usize, k: usize, n: usize) -> BlockPlan {
     BlockPlan { split, size, count: len.div_ceil(size) }
 }
 
-/// `gemm` on the calling thread alone, as one block: for callers that are already
-/// one of many parallel tasks (`gemm_col2im`).
-pub fn gemm_serial(alpha: f32, a: ArrayView2<f32>, b: ArrayView2<f32>, beta: f32, c: ArrayViewMut2<f32>) {
-    check_shapes("gemm_serial", &a, &b, &c);
-    sgemm_block(alpha, a, b, beta, c);
-}
-
 /// One single-threaded `matrixmultiply::sgemm` call on views.
 fn sgemm_block(alpha: f32, a: ArrayView2<f32>, b: ArrayView2<f32>, beta: f32, mut c: ArrayViewMut2<f32>) {
     let (m, k) = a.dim();

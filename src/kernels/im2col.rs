@@ -14,7 +14,9 @@
 
 use ndarray::{ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, ArrayViewMut3, ArrayViewMut4, Axis};
 use rayon::prelude::*;
-use std::ops::Range;
+
+/// Marks a window position that falls on the zero padding in a gather table.
+const PADDING: u32 = u32::MAX;
 
 /// The shape arithmetic of one 2-D convolution (or, read backwards, of one
 /// transposed convolution): input `[C, H, W]`, square stride and padding.
@@ -62,23 +64,33 @@ impl ConvGeom {
             && self.w + 2 * self.padding >= self.kw
     }
 
-    /// The output rows (or columns) `o` whose window tap `k` falls inside the input
-    /// (of `len` rows or columns) rather than on the padding: `0 <= o*s - p + k < len`.
-    /// The range is empty if there are none.
-    fn inside(&self, k: usize, len: usize, out_len: usize) -> Range<usize> {
-        let (s, p) = (self.stride, self.padding);
-        let lo = if k >= p { 0 } else { (p - k).div_ceil(s) };
-        let hi = if len + p > k { ((len - 1 + p - k) / s + 1).min(out_len) } else { 0 };
-        lo.min(hi)..hi
+    /// For each kernel offset `(i, j)` (row-major) and output position `q`: the index
+    /// `ih*W + iw` of the input pixel that the window reads, or `PADDING`. The same
+    /// for every image and channel, so im2col and col2im compute it once per call.
+    ///
+    /// -> [KH*KW * P_out]
+    fn gather_table(&self) -> Vec<u32> {
+        let (ho, wo) = (self.h_out(), self.w_out());
+        let mut table = Vec::with_capacity(self.kh * self.kw * ho * wo);
+        for i in 0..self.kh {
+            for j in 0..self.kw {
+                for oh in 0..ho {
+                    for ow in 0..wo {
+                        let ih = (oh * self.stride + i).wrapping_sub(self.padding);
+                        let iw = (ow * self.stride + j).wrapping_sub(self.padding);
+                        table.push(if ih < self.h && iw < self.w { (ih * self.w + iw) as u32 } else { PADDING });
+                    }
+                }
+            }
+        }
+        table
     }
 }
 
 /// `cols[(c, i, j), n*P_out + q] = x[n, c, oh*s - p + i, ow*s - p + j]` (0 in the padding).
 ///
-/// x: [N, C, H, W], cols: [C*KH*KW, N*P_out]. Parallel over rows of `cols`. Each row
-/// of output positions reads one input row with stride `s`; only the range of
-/// positions whose tap is inside the input is copied, the rest is zeroed, so the
-/// inner loop has no test per element.
+/// x: [N, C, H, W], cols: [C*KH*KW, N*P_out]. Parallel over rows of `cols`; each row
+/// is, for every image, one pass of the gather table of its kernel offset.
 pub fn im2col(x: ArrayView4<f32>, g: &ConvGeom, mut cols: ArrayViewMut2<f32>) {
     let n = x.dim().0;
     assert_eq!(x.dim(), (n, g.c, g.h, g.w), "im2col: input shape");
@@ -86,29 +98,16 @@ pub fn im2col(x: ArrayView4<f32>, g: &ConvGeom, mut cols: ArrayViewMut2<f32>) {
     assert_eq!(cols.dim(), (g.rows(), n * p_out), "im2col: cols shape");
     let x = x.as_standard_layout();
     let x = x.as_slice().expect("standard layout");
-    let (ho, wo, s, p) = (g.h_out(), g.w_out(), g.stride, g.padding);
+    let table = g.gather_table();
     let plane_len = g.h * g.w;
     let cols = cols.as_slice_mut().expect("im2col: cols must be contiguous");
     cols.par_chunks_mut(n * p_out).enumerate().for_each(|(row, out)| {
-        let (c, i, j) = (row / (g.kh * g.kw), row / g.kw % g.kh, row % g.kw);
-        let (rows, cols) = (g.inside(i, g.h, ho), g.inside(j, g.w, wo));
+        let (c, offset) = (row / (g.kh * g.kw), row % (g.kh * g.kw));
+        let gather = &table[offset * p_out..][..p_out];
         for (img, out) in out.chunks_exact_mut(p_out).enumerate() {
             let plane = &x[(img * g.c + c) * plane_len..][..plane_len];
-            for (oh, out) in out.chunks_exact_mut(wo).enumerate() {
-                if !rows.contains(&oh) {
-                    out.fill(0.0);
-                    continue;
-                }
-                let src = &plane[(oh * s + i - p) * g.w..][..g.w];
-                out[..cols.start].fill(0.0);
-                out[cols.end..].fill(0.0);
-                if cols.is_empty() {
-                    continue;
-                }
-                let taps = src[(cols.start * s + j).saturating_sub(p)..].iter().step_by(s);
-                for (o, &v) in out[cols.clone()].iter_mut().zip(taps) {
-                    *o = v;
-                }
+            for (o, &src) in out.iter_mut().zip(gather) {
+                *o = if src == PADDING { 0.0 } else { plane[src as usize] };
             }
         }
     });
@@ -121,17 +120,7 @@ pub fn im2col(x: ArrayView4<f32>, g: &ConvGeom, mut cols: ArrayViewMut2<f32>) {
 ///
 /// cols: [C*KH*KW, N*P_out], x: [N, C, H, W], bias: [C]. Parallel over the `N*C` image
 /// planes; each plane sums its contributions in the fixed order `(i, j, q)`.
-pub fn col2im(cols: ArrayView2<f32>, g: &ConvGeom, bias: Option<&[f32]>, x: ArrayViewMut4<f32>) {
-    col2im_with(cols, g, bias, x, true);
-}
-
-/// `col2im` on the calling thread alone, for callers that are already one of many
-/// parallel tasks (`gemm_col2im`).
-pub fn col2im_serial(cols: ArrayView2<f32>, g: &ConvGeom, bias: Option<&[f32]>, x: ArrayViewMut4<f32>) {
-    col2im_with(cols, g, bias, x, false);
-}
-
-fn col2im_with(cols: ArrayView2<f32>, g: &ConvGeom, bias: Option<&[f32]>, mut x: ArrayViewMut4<f32>, parallel: bool) {
+pub fn col2im(cols: ArrayView2<f32>, g: &ConvGeom, bias: Option<&[f32]>, mut x: ArrayViewMut4<f32>) {
     let n = x.dim().0;
     assert_eq!(x.dim(), (n, g.c, g.h, g.w), "col2im: output shape");
     let p_out = g.p_out();
@@ -141,34 +130,23 @@ fn col2im_with(cols: ArrayView2<f32>, g: &ConvGeom, bias: Option<&[f32]>, mut x:
     }
     let cols = cols.as_standard_layout();
     let cols = cols.as_slice().expect("standard layout");
-    let (ho, wo, s, p) = (g.h_out(), g.w_out(), g.stride, g.padding);
+    let table = g.gather_table();
+    let kernel = g.kh * g.kw;
     let row_len = n * p_out;
     let x = x.as_slice_mut().expect("col2im: output must be contiguous");
-    let plane_sum = |(plane_idx, plane): (usize, &mut [f32])| {
+    x.par_chunks_mut(g.h * g.w).enumerate().for_each(|(plane_idx, plane)| {
         let (img, c) = (plane_idx / g.c, plane_idx % g.c);
         plane.fill(bias.map_or(0.0, |b| b[c]));
-        for i in 0..g.kh {
-            for j in 0..g.kw {
-                let src = &cols[((c * g.kh + i) * g.kw + j) * row_len + img * p_out..][..p_out];
-                let cols = g.inside(j, g.w, wo);
-                if cols.is_empty() {
-                    continue;
-                }
-                for oh in g.inside(i, g.h, ho) {
-                    let dst = &mut plane[(oh * s + i - p) * g.w..][..g.w];
-                    let taps = dst[(cols.start * s + j).saturating_sub(p)..].iter_mut().step_by(s);
-                    for (d, &v) in taps.zip(&src[oh * wo..][cols.clone()]) {
-                        *d += v;
-                    }
+        for offset in 0..kernel {
+            let src = &cols[(c * kernel + offset) * row_len + img * p_out..][..p_out];
+            let scatter = &table[offset * p_out..][..p_out];
+            for (&v, &dst) in src.iter().zip(scatter) {
+                if dst != PADDING {
+                    plane[dst as usize] += v;
                 }
             }
         }
-    };
-    if parallel {
-        x.par_chunks_mut(g.h * g.w).enumerate().for_each(plane_sum);
-    } else {
-        x.chunks_mut(g.h * g.w).enumerate().for_each(plane_sum);
-    }
+    });
 }
 
 /// Channel-major from batch-major: `cm[c, n*P + q] = x[n, c, q]`.
