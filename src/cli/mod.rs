@@ -126,7 +126,8 @@ pub struct ModelFlags {
     /// fixed]
     #[arg(long, value_enum, value_name = "STD")]
     pub cont_std: Option<ContStdArg>,
-    /// Adam learning rate of the discriminator and its Q head [default: 2e-4]
+    /// Adam learning rate of the discriminator and its Q head [default: 1e-3; the InfoGAN authors
+    /// used 2e-4, which gave a wider spread of categorical accuracy over seeds here]
     #[arg(long, value_name = "LR")]
     pub lr_d: Option<f32>,
     /// Adam learning rate of the generator [default: 1e-3]
@@ -179,7 +180,7 @@ impl ModelFlags {
             lambda_cat: self.lambda_cat.unwrap_or(1.0),
             lambda_cont: self.lambda_cont.unwrap_or(0.1),
             cont_std: self.cont_std.map_or(ContStd::Fixed, ContStd::from),
-            lr_d: self.lr_d.unwrap_or(2e-4),
+            lr_d: self.lr_d.unwrap_or(1e-3),
             lr_g: self.lr_g.unwrap_or(1e-3),
             beta1: self.beta1.unwrap_or(0.5),
             beta2: self.beta2.unwrap_or(0.999),
