@@ -1,7 +1,7 @@
 //! sgemm throughput: square sizes and the GEMM shapes of the MNIST InfoGAN at batch
-//! 64 (plus one long-K shape of the CIFAR-10 model), on one thread and on all cores. Each result is checked against f64 dot
-//! products before it is timed. Besides criterion's report, one line per
-//! measurement for scripts:
+//! 64 (plus one long-K shape of the CIFAR-10 model), on one thread and on all cores.
+//! Each result is checked against f64 dot products before it is timed. Besides
+//! criterion's report, one line per measurement for scripts:
 //!
 //! `gemm 1024x1024x1024 threads=2 gflops=151.3`
 

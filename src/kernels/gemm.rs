@@ -60,16 +60,13 @@ pub fn gemm(alpha: f32, a: ArrayView2<f32>, b: ArrayView2<f32>, beta: f32, mut c
             let a_parts: Vec<_> = a.axis_chunks_iter(Axis(1), blocks.size).collect();
             let b_parts: Vec<_> = b.axis_chunks_iter(Axis(0), blocks.size).collect();
             let mut scratch = vec![0f32; (blocks.count - 1) * m * n];
-            let mut partials: Vec<_> = scratch
-                .chunks_exact_mut(m * n)
-                .map(|p| ArrayViewMut2::from_shape((m, n), p).expect("m*n elements"))
-                .collect();
+            let partials = scratch.chunks_exact_mut(m * n).map(|p| ArrayViewMut2::from_shape((m, n), p).expect("m*n"));
+            let outs = std::iter::once(c.view_mut()).chain(partials);
             let betas = std::iter::once(beta).chain(std::iter::repeat(0.0));
-            let outs: Vec<_> = std::iter::once(c.view_mut()).chain(partials.iter_mut().map(|p| p.view_mut())).collect();
             let jobs: Vec<_> = a_parts.into_iter().zip(b_parts).zip(betas).zip(outs).collect();
             jobs.into_par_iter().for_each(|(((a, b), beta), c)| sgemm_block(alpha, a, b, beta, c));
-            for p in &partials {
-                c.zip_mut_with(p, |c, &p| *c += p);
+            for p in scratch.chunks_exact(m * n) {
+                c.zip_mut_with(&ArrayView2::from_shape((m, n), p).expect("m*n"), |c, &p| *c += p);
             }
         }
     }

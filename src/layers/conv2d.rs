@@ -32,11 +32,10 @@ pub struct Conv2d {
     geom: ConvGeom,
     n: usize,
     cols: Workspace,
-    /// Workspaces kept from step to step. y_cm: [C_out, N*P_out], also used for dy;
-    /// dcols: [C_in*KH*KW, chunk*P_out], a few images' share of `W2^T dy_cm` (see
-    /// `gemm_col2im`).
+    /// Workspace kept from step to step. y_cm: [C_out, N*P_out], also used for dy.
+    /// (Backward computes dcols, a few images at a time, into `cols` once dweight no
+    /// longer needs it.)
     y_cm: Workspace,
-    dcols: Workspace,
 }
 
 impl Conv2d {
@@ -57,7 +56,6 @@ impl Conv2d {
             n: 0,
             cols: Workspace::default(),
             y_cm: Workspace::default(),
-            dcols: Workspace::default(),
         }
     }
 
@@ -114,7 +112,8 @@ impl Conv2d {
         self.backward_params(dy);
         let g = self.geom;
         let mut dx = Array4::zeros((self.n, g.c, g.h, g.w));
-        gemm_col2im(flat(&self.weight).t(), self.y_cm.view(), &g, None, &mut self.dcols, dx.view_mut());
+        // cols is dead once dweight has it, so it holds the chunks of dcols.
+        gemm_col2im(flat(&self.weight).t(), self.y_cm.view(), &g, None, &mut self.cols, dx.view_mut());
         dx
     }
 }
