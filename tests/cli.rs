@@ -202,6 +202,8 @@ fn sample_and_bench_produce_their_outputs() {
     assert_eq!(line["batch_size"], 8);
     assert_eq!(line["threads"], 1);
     assert!(line["images_per_s"].as_f64().unwrap() > 0.0);
+    assert!(line["gemm_gflop_per_step"].as_f64().unwrap() > 0.0, "no GEMM work counted: {line}");
+    assert!(line["gemm_gflops_at_median"].as_f64().unwrap() > 0.0, "no GEMM rate: {line}");
 }
 
 #[test]

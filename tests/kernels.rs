@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use infogan::kernels::gemm::{Split, block_plan, gemm, gemm_naive};
+use infogan::kernels::gemm::{Split, block_plan, gemm, gemm_naive, macs_done};
 use infogan::layers::conv_transpose2d::conv_transpose2d_naive;
 use infogan::layers::conv2d::conv2d_naive;
 use infogan::layers::{Conv2d, ConvTranspose2d};
@@ -93,6 +93,22 @@ fn blocked_gemm_matches_triple_loop() {
         gemm(0.5, a.view(), b.view(), 2.0, c_fast.view_mut());
         gemm_naive(0.5, a.view(), b.view(), 2.0, c_naive.view_mut());
         assert_close(&c_fast, &c_naive, 1e-4, gemm_tol(k), &format!("gemm beta 2 {m}x{k}x{n} plan {plan:?}"));
+    }
+}
+
+/// The work counter behind `infogan bench`'s GFLOP/s counts every call's `M K N`
+/// multiply-adds once, whether or not the call is cut into blocks. Other tests run
+/// at the same time and add their own, hence "at least".
+#[test]
+fn gemm_counts_its_multiply_adds() {
+    for &(m, k, n) in &[(3, 4, 5), (300, 70, 50)] {
+        let a: Array2<f32> = random_array([m, k], 1);
+        let b: Array2<f32> = random_array([k, n], 2);
+        let mut c = Array2::zeros((m, n));
+        let before = macs_done();
+        gemm(1.0, a.view(), b.view(), 0.0, c.view_mut());
+        let counted = macs_done() - before;
+        assert!(counted >= (m * k * n) as u64, "gemm {m}x{k}x{n} counted {counted} multiply-adds");
     }
 }
 

@@ -17,7 +17,10 @@ pub struct BenchArgs {
 }
 
 /// Runs `warmup` untimed steps, then `steps` timed ones, and prints
-/// `{"dataset":..,"model":..,"batch_size":..,"threads":..,"steps":..,"images_per_s":..,"ms_per_step_median":..}`.
+/// `{"dataset":..,"model":..,"batch_size":..,"threads":..,"steps":..,"images_per_s":..,"ms_per_step_median":..}`,
+/// with the GEMM arithmetic of a step (`gemm_gflop_per_step`, counted by the kernel)
+/// and its rate at the median step time (`gemm_gflops_at_median`), to compare with the
+/// machine's peak.
 pub fn run(args: BenchArgs) -> Result<()> {
     let config = args.config;
     let (c, h, w) = config.arch.dataset.image_shape();
@@ -29,11 +32,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
         trainer.train_step(real.clone());
     }
     let mut times = Vec::with_capacity(args.steps);
+    let macs_before = crate::kernels::gemm::macs_done();
     for _ in 0..args.steps {
         let start = Instant::now();
         trainer.train_step(real.clone());
         times.push(start.elapsed().as_secs_f64());
     }
+    // Other threads of this process do no GEMMs, so the counter holds only the steps'.
+    let gflop_per_step = 2.0 * (crate::kernels::gemm::macs_done() - macs_before) as f64 / args.steps as f64 / 1e9;
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let total: f64 = times.iter().sum();
@@ -47,6 +53,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "images_per_s_mean": (n as f64 * times.len() as f64 / total * 10.0).round() / 10.0,
         "ms_per_step_median": (median * 1e4).round() / 10.0,
         "ms_per_step_min": (times[0] * 1e4).round() / 10.0,
+        "gemm_gflop_per_step": (gflop_per_step * 100.0).round() / 100.0,
+        "gemm_gflops_at_median": (gflop_per_step / median * 10.0).round() / 10.0,
     });
     println!("{line}");
     Ok(())

@@ -9,8 +9,20 @@
 //! threads), so every element of C sees the same sequence of floating-point
 //! operations on 1 thread or on 32. That is what makes training reproducible.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
+
+/// Multiply-adds done by `gemm` since the program started, over all threads: what
+/// `infogan bench` divides by time to report the arithmetic rate of a training step.
+/// One relaxed add per call, a few hundred calls per step, costs nothing measurable.
+static MACS: AtomicU64 = AtomicU64::new(0);
+
+/// The multiply-adds (`M * K * N` per call) that `gemm` has done so far.
+pub fn macs_done() -> u64 {
+    MACS.load(Ordering::Relaxed)
+}
 
 /// Below this many multiply-adds a GEMM runs as one block: splitting it would cost
 /// more in rayon hand-off and repeated packing than it gains.
@@ -38,6 +50,7 @@ pub fn gemm(alpha: f32, a: ArrayView2<f32>, b: ArrayView2<f32>, beta: f32, mut c
     check_shapes("gemm", &a, &b, &c);
     let (m, k) = a.dim();
     let n = b.ncols();
+    MACS.fetch_add((m * k * n) as u64, Ordering::Relaxed);
     let blocks = block_plan(m, k, n);
     if blocks.count <= 1 {
         sgemm_block(alpha, a, b, beta, c);
