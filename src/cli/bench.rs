@@ -7,6 +7,7 @@ use rand::{RngExt, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::error::Result;
+use crate::kernels::gemm::macs_done;
 use crate::train::Trainer;
 
 pub struct BenchArgs {
@@ -32,14 +33,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
         trainer.train_step(real.clone());
     }
     let mut times = Vec::with_capacity(args.steps);
-    let macs_before = crate::kernels::gemm::macs_done();
+    let macs_before = macs_done();
     for _ in 0..args.steps {
         let start = Instant::now();
         trainer.train_step(real.clone());
         times.push(start.elapsed().as_secs_f64());
     }
     // Other threads of this process do no GEMMs, so the counter holds only the steps'.
-    let gflop_per_step = 2.0 * (crate::kernels::gemm::macs_done() - macs_before) as f64 / args.steps as f64 / 1e9;
+    let gflop_per_step = 2.0 * (macs_done() - macs_before) as f64 / args.steps as f64 / 1e9;
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let total: f64 = times.iter().sum();
