@@ -4,7 +4,7 @@
 //! The crate is layered, and each layer only uses the ones before it:
 //! `data`, `kernels` (GEMM, im2col) -> `layers`, `loss`, `optim` -> `models` ->
 //! `train`, `eval` -> `output` (PNG, GIF, CSV, charts, ONNX) -> `cli`.
-//! (`tensorfile`, `error`, `init` and `testutil` are utilities used at every level.)
+//! (`tensorfile`, `error`, `init`, `profile` and `testutil` are utilities used at every level.)
 //!
 //! # Shape legend
 //! Comments write tensor shapes with these letters:
@@ -30,6 +30,7 @@ pub mod loss;
 pub mod models;
 pub mod optim;
 pub mod output;
+pub mod profile;
 pub mod tensorfile;
 pub mod testutil;
 pub mod train;

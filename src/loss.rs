@@ -15,6 +15,7 @@ use crate::layers::activation::sigmoid;
 ///
 /// logits, targets: the same shape -> (loss, dlogits: that shape)
 pub fn bce_with_logits<D: Dimension>(logits: ArrayView<f32, D>, targets: ArrayView<f32, D>) -> (f32, Array<f32, D>) {
+    let _time = crate::profile::scope(crate::profile::Phase::Loss);
     assert_eq!(logits.shape(), targets.shape(), "bce_with_logits: logits and targets differ in shape");
     let len = logits.len().max(1) as f64;
     let mut total = 0f64;
@@ -33,6 +34,7 @@ pub fn bce_with_logits<D: Dimension>(logits: ArrayView<f32, D>, targets: ArrayVi
 ///
 /// logits: [N, K], targets: N class indices in `0..K` -> (loss, dlogits: [N, K])
 pub fn cross_entropy(logits: ArrayView2<f32>, targets: &[usize]) -> (f32, Array2<f32>) {
+    let _time = crate::profile::scope(crate::profile::Phase::Loss);
     let (n, k) = logits.dim();
     assert_eq!(targets.len(), n, "cross_entropy: {} targets for {n} rows of logits", targets.len());
     let mut dlogits = Array2::zeros((n, k));
@@ -65,6 +67,7 @@ pub fn gaussian_nll(
     mean: ArrayView2<f32>,
     logstd: ArrayView2<f32>,
 ) -> (f32, Array2<f32>, Array2<f32>) {
+    let _time = crate::profile::scope(crate::profile::Phase::Loss);
     assert!(
         x.dim() == mean.dim() && x.dim() == logstd.dim(),
         "gaussian_nll: x {:?}, mean {:?} and logstd {:?} must have one shape",

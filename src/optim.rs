@@ -30,6 +30,7 @@ impl Adam {
     /// One update of every parameter from its accumulated gradient. The parameters
     /// must come in the same order, with the same shapes, at every step.
     pub fn update(&mut self, params: Vec<Param<'_>>) {
+        let _time = crate::profile::scope(crate::profile::Phase::Adam);
         if self.exp_avg.is_empty() {
             self.exp_avg = params.iter().map(|p| ArrayD::zeros(p.value.shape())).collect();
             self.exp_avg_sq = self.exp_avg.clone();

@@ -9,7 +9,8 @@ use proptest::prelude::*;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use infogan::kernels::gemm::{Split, block_plan, gemm, gemm_naive, macs_done};
+use infogan::kernels::gemm::{KC, Split, block_plan, gemm, gemm_naive, gemm_on, macs_done, with_packed_lhs};
+use infogan::kernels::microkernel::Isa;
 use infogan::layers::conv_transpose2d::conv_transpose2d_naive;
 use infogan::layers::conv2d::conv2d_naive;
 use infogan::layers::{Conv2d, ConvTranspose2d};
@@ -71,6 +72,111 @@ proptest! {
         let expected = conv_transpose2d_naive(x.view(), layer.weight.view(), layer.bias.as_slice().unwrap(), stride, padding);
         let y = layer.forward(x);
         assert_close(&y, &expected, 1e-4, 1e-5, "conv_transpose2d");
+    }
+}
+
+/// Every instruction set this CPU has (the fast kernels and the portable path)
+/// against the triple loop, on sizes at every edge of both micro-kernels' tiles
+/// (1, MR - 1, MR, MR + 1, ... for rows; the same with NR for columns), on depths on
+/// either side of the packing block KC, with both operands in either layout.
+#[test]
+fn every_isa_matches_triple_loop_at_every_tile_edge() {
+    let rows = [1, 5, 6, 7, 8, 9, 12, 13, 16, 17];
+    let cols = [1, 15, 16, 17, 31, 32, 33, 48, 65];
+    let depths = [1, 3, KC - 1, KC, KC + 1, 2 * KC + 3];
+    for isa in Isa::available() {
+        for (t, (&m, &n)) in rows.iter().flat_map(|m| cols.iter().map(move |n| (m, n))).enumerate() {
+            let k = depths[t % depths.len()];
+            let (ta, tb) = (t % 2 == 1, t % 3 == 1);
+            let a_store: Array2<f32> = random_array(if ta { [k, m] } else { [m, k] }, t as u64);
+            let b_store: Array2<f32> = random_array(if tb { [n, k] } else { [k, n] }, t as u64 + 99);
+            let a = if ta { a_store.t() } else { a_store.view() };
+            let b = if tb { b_store.t() } else { b_store.view() };
+            let c0: Array2<f32> = random_array([m, n], 5);
+            for (alpha, beta) in [(1.0, 0.0), (-0.5, 1.0), (2.0, 0.25)] {
+                let (mut fast, mut naive) = (c0.clone(), c0.clone());
+                gemm_on(isa, alpha, a, b, beta, fast.view_mut());
+                gemm_naive(alpha, a, b, beta, naive.view_mut());
+                let what = format!("{} gemm {m}x{k}x{n} ta={ta} tb={tb} alpha={alpha} beta={beta}", isa.name());
+                assert_close(&fast, &naive, 1e-4, gemm_tol(k), &what);
+            }
+        }
+    }
+}
+
+/// The AVX2 and AVX-512 kernels do the same operations in the same order, so they
+/// give the same bits; a run does not depend on which of the two the machine has.
+#[test]
+fn fast_kernels_give_the_same_bits() {
+    let isas: Vec<Isa> = Isa::available().into_iter().filter(|&i| i != Isa::Portable).collect();
+    if isas.len() < 2 {
+        eprintln!("only {:?} here: nothing to compare", isas);
+        return;
+    }
+    for &(m, k, n) in &[(37, 700, 53), (128, 1024, 512), (64, 6000, 48), (300, 70, 1000)] {
+        let a: Array2<f32> = random_array([m, k], 1);
+        let b: Array2<f32> = random_array([k, n], 2);
+        let results: Vec<Array2<f32>> = isas
+            .iter()
+            .map(|&isa| {
+                let mut c = Array2::from_elem((m, n), 1.0);
+                gemm_on(isa, 1.0, a.view(), b.view(), 1.0, c.view_mut());
+                c
+            })
+            .collect();
+        let same = results[0].iter().zip(results[1].iter()).all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(same, "{m}x{k}x{n}: {} and {} differ", isas[0].name(), isas[1].name());
+    }
+}
+
+/// The products of one packed left operand equal separate GEMMs, bit for bit.
+#[test]
+fn packed_lhs_products_equal_gemm() {
+    let a: Array2<f32> = random_array([70, 300], 1);
+    let bs: Vec<Array2<f32>> = (0..3).map(|i| random_array([300, 40 + 37 * i], 10 + i as u64)).collect();
+    let mut packed: Vec<Array2<f32>> = bs.iter().map(|b| Array2::from_elem((70, b.ncols()), f32::NAN)).collect();
+    with_packed_lhs(a.view(), |mul| {
+        for (b, c) in bs.iter().zip(&mut packed) {
+            mul(b.view(), c.view_mut());
+        }
+    });
+    for (b, c) in bs.iter().zip(&packed) {
+        let mut expected = Array2::zeros(c.raw_dim());
+        gemm(1.0, a.view(), b.view(), 0.0, expected.view_mut());
+        assert!(c.iter().zip(expected.iter()).all(|(x, y)| x.to_bits() == y.to_bits()), "70x300x{}", b.ncols());
+    }
+}
+
+/// An empty inner dimension leaves `beta C`.
+#[test]
+fn empty_depth_scales_c() {
+    for isa in Isa::available() {
+        let a = Array2::<f32>::zeros((3, 0));
+        let b = Array2::<f32>::zeros((0, 4));
+        let mut c = Array2::from_elem((3, 4), 2.0);
+        gemm_on(isa, 1.0, a.view(), b.view(), 0.5, c.view_mut());
+        assert!(c.iter().all(|&v| v == 1.0), "{}: {c}", isa.name());
+        c.fill(f32::NAN);
+        gemm_on(isa, 1.0, a.view(), b.view(), 0.0, c.view_mut());
+        assert!(c.iter().all(|&v| v == 0.0), "{}: {c}", isa.name());
+    }
+}
+
+/// The result does not depend on the number of threads, for shapes that the fast
+/// path cuts into many tasks, into rows, and along K.
+#[test]
+fn gemm_is_bit_identical_on_one_and_two_threads() {
+    for &(m, k, n) in &[(128, 1024, 4096), (2048, 256, 256), (64, 32768, 48), (1024, 64, 300), (5, 2000, 7000)] {
+        let a: Array2<f32> = random_array([m, k], 3);
+        let b: Array2<f32> = random_array([k, n], 4);
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let mut c = Array2::zeros((m, n));
+            pool.install(|| gemm(1.0, a.view(), b.view(), 0.0, c.view_mut()));
+            c
+        };
+        let (one, two) = (run(1), run(2));
+        assert!(one.iter().zip(two.iter()).all(|(x, y)| x.to_bits() == y.to_bits()), "{m}x{k}x{n}");
     }
 }
 

@@ -8,6 +8,8 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::error::Result;
 use crate::kernels::gemm::macs_done;
+use crate::kernels::microkernel::{fma_peak_gflops, isa};
+use crate::profile::{self, Phase};
 use crate::train::Trainer;
 
 pub struct BenchArgs {
@@ -15,13 +17,17 @@ pub struct BenchArgs {
     pub steps: usize,
     pub warmup: usize,
     pub threads: usize,
+    /// Split each step's time into phases (`profile`), printed as a table on stderr
+    /// and as `profile_ms` in the JSON line.
+    pub profile: bool,
 }
 
-/// Runs `warmup` untimed steps, then `steps` timed ones, and prints
-/// `{"dataset":..,"model":..,"batch_size":..,"threads":..,"steps":..,"images_per_s":..,"ms_per_step_median":..}`,
-/// with the GEMM arithmetic of a step (`gemm_gflop_per_step`, counted by the kernel)
-/// and its rate at the median step time (`gemm_gflops_at_median`), to compare with the
-/// machine's peak.
+/// Runs `warmup` untimed steps, then `steps` timed ones, and prints one JSON line:
+/// `images_per_s` (from the median step time), the GEMM arithmetic of a step
+/// (`gemm_gflop_per_step`, counted by the GEMM) and its rate at the median
+/// (`gemm_gflops_at_median`), the machine's FMA peak on the instruction set in use
+/// (`fma_peak_gflops`, measured by an FMA loop on every thread just before the
+/// steps) and the step's share of it (`fraction_of_peak`).
 pub fn run(args: BenchArgs) -> Result<()> {
     let config = args.config;
     let (c, h, w) = config.arch.dataset.image_shape();
@@ -32,31 +38,58 @@ pub fn run(args: BenchArgs) -> Result<()> {
     for _ in 0..args.warmup {
         trainer.train_step(real.clone());
     }
+    let peak = fma_peak_gflops(isa(), 200);
     let mut times = Vec::with_capacity(args.steps);
     let macs_before = macs_done();
+    profile::enable(args.profile);
+    let phases_before = profile::totals();
     for _ in 0..args.steps {
+        let batch = real.clone();
         let start = Instant::now();
-        trainer.train_step(real.clone());
+        trainer.train_step(batch);
         times.push(start.elapsed().as_secs_f64());
     }
+    let phases_after = profile::totals();
+    profile::enable(false);
     // Other threads of this process do no GEMMs, so the counter holds only the steps'.
     let gflop_per_step = 2.0 * (macs_done() - macs_before) as f64 / args.steps as f64 / 1e9;
+    let total: f64 = times.iter().sum();
+    let mean = total / times.len() as f64;
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
-    let total: f64 = times.iter().sum();
-    let line = serde_json::json!({
+    let round = |v: f64, digits: i32| (v * 10f64.powi(digits)).round() / 10f64.powi(digits);
+    let gflops = gflop_per_step / median;
+    let mut line = serde_json::json!({
         "dataset": config.arch.dataset.name(),
         "model": config.model.name(),
         "batch_size": n,
         "threads": args.threads,
+        "isa": isa().name(),
         "steps": args.steps,
-        "images_per_s": (n as f64 / median * 10.0).round() / 10.0,
-        "images_per_s_mean": (n as f64 * times.len() as f64 / total * 10.0).round() / 10.0,
-        "ms_per_step_median": (median * 1e4).round() / 10.0,
-        "ms_per_step_min": (times[0] * 1e4).round() / 10.0,
-        "gemm_gflop_per_step": (gflop_per_step * 100.0).round() / 100.0,
-        "gemm_gflops_at_median": (gflop_per_step / median * 10.0).round() / 10.0,
+        "images_per_s": round(n as f64 / median, 1),
+        "images_per_s_mean": round(n as f64 / mean, 1),
+        "ms_per_step_median": round(median * 1e3, 1),
+        "ms_per_step_min": round(times[0] * 1e3, 1),
+        "gemm_gflop_per_step": round(gflop_per_step, 2),
+        "gemm_gflops_at_median": round(gflops, 1),
+        "fma_peak_gflops": peak.map(|p| round(p, 1)),
+        "fraction_of_peak": peak.map(|p| round(gflops / p, 3)),
     });
+    if args.profile {
+        let per_step: Vec<(&str, f64)> = Phase::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name(), (phases_after[i] - phases_before[i]) as f64 / 1e6 / args.steps as f64))
+            .collect();
+        let counted: f64 = per_step.iter().map(|(_, ms)| ms).sum();
+        let mut table = serde_json::Map::new();
+        eprintln!("phase            ms/step   share  (mean step {:.1} ms)", mean * 1e3);
+        for (name, ms) in per_step.iter().copied().chain(std::iter::once(("other", mean * 1e3 - counted))) {
+            eprintln!("{name:<16} {ms:>7.2}  {:>5.1}%", 100.0 * ms / (mean * 1e3));
+            table.insert(name.to_string(), serde_json::json!(round(ms, 2)));
+        }
+        line["profile_ms"] = serde_json::Value::Object(table);
+    }
     println!("{line}");
     Ok(())
 }

@@ -290,6 +290,10 @@ struct BenchArgs {
     /// InfoGAN or the plain GAN
     #[arg(long, value_enum, default_value_t = ModelArg::Infogan)]
     model: ModelArg,
+    /// Also split each step's time into phases (GEMM, im2col/col2im, layout moves, batch norm, activations,
+    /// losses, Adam, other): a table on stderr and "profile_ms" in the JSON line
+    #[arg(long)]
+    profile: bool,
     #[command(flatten)]
     flags: ModelFlags,
 }
@@ -326,7 +330,7 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             let dataset = args.dataset.into();
             let config = args.flags.config(dataset, args.model.into(), args.batch_size, 1, 1)?;
-            bench::run(bench::BenchArgs { config, steps: args.steps, warmup: 3, threads })
+            bench::run(bench::BenchArgs { config, steps: args.steps, warmup: 3, threads, profile: args.profile })
         }
     }
 }

@@ -92,6 +92,7 @@ impl ConvGeom {
 /// x: [N, C, H, W], cols: [C*KH*KW, N*P_out]. Parallel over rows of `cols`; each row
 /// is, for every image, one pass of the gather table of its kernel offset.
 pub fn im2col(x: ArrayView4<f32>, g: &ConvGeom, mut cols: ArrayViewMut2<f32>) {
+    let _time = crate::profile::scope(crate::profile::Phase::Im2col);
     let n = x.dim().0;
     assert_eq!(x.dim(), (n, g.c, g.h, g.w), "im2col: input shape");
     let p_out = g.p_out();
@@ -121,6 +122,7 @@ pub fn im2col(x: ArrayView4<f32>, g: &ConvGeom, mut cols: ArrayViewMut2<f32>) {
 /// cols: [C*KH*KW, N*P_out], x: [N, C, H, W], bias: [C]. Parallel over the `N*C` image
 /// planes; each plane sums its contributions in the fixed order `(i, j, q)`.
 pub fn col2im(cols: ArrayView2<f32>, g: &ConvGeom, bias: Option<&[f32]>, mut x: ArrayViewMut4<f32>) {
+    let _time = crate::profile::scope(crate::profile::Phase::Im2col);
     let n = x.dim().0;
     assert_eq!(x.dim(), (n, g.c, g.h, g.w), "col2im: output shape");
     let p_out = g.p_out();
@@ -153,6 +155,7 @@ pub fn col2im(cols: ArrayView2<f32>, g: &ConvGeom, bias: Option<&[f32]>, mut x: 
 ///
 /// x: [N, C, P], cm: [C, N*P]. Parallel over channels (rows of `cm`).
 pub fn to_channel_major(x: ArrayView3<f32>, mut cm: ArrayViewMut2<f32>) {
+    let _time = crate::profile::scope(crate::profile::Phase::Layout);
     let (n, c, p) = x.dim();
     assert_eq!(cm.dim(), (c, n * p), "to_channel_major: output shape for input {:?}", x.dim());
     let x = x.as_standard_layout();
@@ -170,6 +173,7 @@ pub fn to_channel_major(x: ArrayView3<f32>, mut cm: ArrayViewMut2<f32>) {
 ///
 /// cm: [C, N*P], x: [N, C, P], bias: [C] or none. Parallel over images.
 pub fn from_channel_major(cm: ArrayView2<f32>, bias: Option<&[f32]>, mut x: ArrayViewMut3<f32>) {
+    let _time = crate::profile::scope(crate::profile::Phase::Layout);
     let (n, c, p) = x.dim();
     assert_eq!(cm.dim(), (c, n * p), "from_channel_major: input shape for output {:?}", x.dim());
     if let Some(b) = bias {
@@ -194,6 +198,7 @@ pub fn from_channel_major(cm: ArrayView2<f32>, bias: Option<&[f32]>, mut x: Arra
 ///
 /// m: [C, L], out: [C]
 pub fn row_sums_into(m: ArrayView2<f32>, out: &mut ndarray::Array1<f32>) {
+    let _time = crate::profile::scope(crate::profile::Phase::Layout);
     assert_eq!(m.nrows(), out.len(), "row_sums_into: {} rows but {} outputs", m.nrows(), out.len());
     out.as_slice_mut().expect("contiguous").par_iter_mut().zip(m.axis_iter(Axis(0))).for_each(|(o, row)| {
         *o += row.iter().map(|&v| v as f64).sum::<f64>() as f32;
@@ -205,6 +210,7 @@ pub fn row_sums_into(m: ArrayView2<f32>, out: &mut ndarray::Array1<f32>) {
 ///
 /// x: [N, C, P], out: [C]
 pub fn channel_sums_into(x: ArrayView3<f32>, out: &mut ndarray::Array1<f32>) {
+    let _time = crate::profile::scope(crate::profile::Phase::Layout);
     assert_eq!(x.dim().1, out.len(), "channel_sums_into: {} channels but {} outputs", x.dim().1, out.len());
     out.as_slice_mut().expect("contiguous").par_iter_mut().enumerate().for_each(|(c, o)| {
         let sum: f64 = x.slice(ndarray::s![.., c, ..]).iter().map(|&v| v as f64).sum();

@@ -3,6 +3,9 @@
 
 pub mod gemm;
 pub mod im2col;
+pub mod microkernel;
+mod pack;
+mod simd;
 
 use ndarray::{ArrayView2, ArrayViewMut2};
 
@@ -82,12 +85,15 @@ fn gemm_col2im_chunked(
     let p_out = g.p_out();
     assert_eq!(b.ncols(), n * p_out, "gemm_col2im: b has {} columns for {n} images of {p_out} positions", b.ncols());
     let chunk = chunk.clamp(1, n.max(1));
-    for start in (0..n).step_by(chunk) {
-        let end = (start + chunk).min(n);
-        cols.resize(g.rows(), (end - start) * p_out);
-        gemm::gemm(1.0, a, b.slice(ndarray::s![.., start * p_out..end * p_out]), 0.0, cols.view_mut());
-        im2col::col2im(cols.view(), g, bias, x.slice_mut(ndarray::s![start..end, .., .., ..]));
-    }
+    // `a` is the same for every chunk: packed once.
+    gemm::with_packed_lhs(a, |mul| {
+        for start in (0..n).step_by(chunk) {
+            let end = (start + chunk).min(n);
+            cols.resize(g.rows(), (end - start) * p_out);
+            mul(b.slice(ndarray::s![.., start * p_out..end * p_out]), cols.view_mut());
+            im2col::col2im(cols.view(), g, bias, x.slice_mut(ndarray::s![start..end, .., .., ..]));
+        }
+    });
 }
 
 #[cfg(test)]

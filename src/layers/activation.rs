@@ -68,6 +68,7 @@ fn leaky_forward<D: Dimension>(
     positive: &mut Vec<bool>,
     shape: &mut Vec<usize>,
 ) -> Array<f32, D> {
+    let _time = crate::profile::scope(crate::profile::Phase::Activation);
     let mut x = standard(x);
     positive.resize(x.len(), false);
     shape.clear();
@@ -93,6 +94,7 @@ fn leaky_backward<D: Dimension>(
     positive: &[bool],
     shape: &[usize],
 ) -> Array<f32, D> {
+    let _time = crate::profile::scope(crate::profile::Phase::Activation);
     let mut dy = standard(dy);
     let expected: Vec<Option<usize>> = shape.iter().map(|&d| Some(d)).collect();
     check_shape(layer, "dy", &expected, dy.shape());
@@ -120,6 +122,7 @@ impl Tanh {
 
     /// x: any shape -> y: the same shape
     pub fn forward<D: Dimension>(&mut self, mut x: Array<f32, D>) -> Array<f32, D> {
+        let _time = crate::profile::scope(crate::profile::Phase::Activation);
         x.par_mapv_inplace(f32::tanh);
         self.y.keep(&x);
         x
@@ -145,6 +148,7 @@ impl Sigmoid {
 
     /// x: any shape -> y: the same shape
     pub fn forward<D: Dimension>(&mut self, mut x: Array<f32, D>) -> Array<f32, D> {
+        let _time = crate::profile::scope(crate::profile::Phase::Activation);
         x.par_mapv_inplace(sigmoid);
         self.y.keep(&x);
         x
@@ -188,6 +192,7 @@ fn output_backward<D: Dimension>(
     y: &Output,
     dydx: impl Fn(f32) -> f32 + Sync,
 ) -> Array<f32, D> {
+    let _time = crate::profile::scope(crate::profile::Phase::Activation);
     let mut dy = standard(dy);
     let expected: Vec<Option<usize>> = y.shape.iter().map(|&d| Some(d)).collect();
     check_shape(layer, "dy", &expected, dy.shape());

@@ -79,6 +79,7 @@ impl BatchNorm {
 
     /// x: [N, C] or [N, C, H, W] -> y: the same shape
     pub fn forward<D: Dimension>(&mut self, x: Array<f32, D>) -> Array<f32, D> {
+        let _time = crate::profile::scope(crate::profile::Phase::BatchNorm);
         let c = self.channels();
         assert!(
             (x.ndim() == 2 || x.ndim() == 4) && x.shape()[1] == c,
@@ -151,6 +152,7 @@ impl BatchNorm {
     ///
     /// dy: the shape of y -> dx: the same shape
     pub fn backward<D: Dimension>(&mut self, dy: Array<f32, D>) -> Array<f32, D> {
+        let _time = crate::profile::scope(crate::profile::Phase::BatchNorm);
         let dim = dy.raw_dim();
         let (n, c, p) = self.x_hat.dim();
         let expected = if dim.ndim() == 2 { vec![Some(n), Some(c)] } else { vec![Some(n), Some(c), None, None] };

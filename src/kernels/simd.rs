@@ -1,0 +1,157 @@
+//! The transposing copy that packing needs when an operand's contiguous lines run
+//! across the panel (A with contiguous rows, B with contiguous columns): 8x8 blocks
+//! transposed in AVX registers, with a scalar loop for what is left and for CPUs
+//! without AVX2.
+
+/// `dst[p*width + r] = src[r*stride + p]` for `r < lines`, `p < len`, and zeros in
+/// `dst[p*width + r]` for `lines <= r < width`. That is: `lines` lines of `len` floats,
+/// `stride` apart in `src`, become the columns of a `[len, width]` row-major block.
+pub(crate) fn transpose_lines(src: &[f32], stride: usize, lines: usize, len: usize, dst: &mut [f32], width: usize) {
+    assert!(lines <= width, "transpose_lines: {lines} lines into a block {width} wide");
+    assert_eq!(dst.len(), len * width, "transpose_lines: destination length for [{len}, {width}]");
+    if lines == 0 || len == 0 {
+        dst.fill(0.0);
+        return;
+    }
+    assert!(
+        src.len() >= (lines - 1) * stride + len,
+        "transpose_lines: {lines} lines of {len} floats {stride} apart need more than {} source floats",
+        src.len()
+    );
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present; the asserts above bound every index the function
+        // reads (line r < lines at r*stride + p, p < len) and writes (p*width + r).
+        unsafe { x86::transpose_lines_avx2(src.as_ptr(), stride, lines, len, dst.as_mut_ptr(), width) };
+        return;
+    }
+    transpose_lines_scalar(src, stride, lines, len, dst, width);
+}
+
+/// The reference, one element at a time.
+pub(crate) fn transpose_lines_scalar(
+    src: &[f32],
+    stride: usize,
+    lines: usize,
+    len: usize,
+    dst: &mut [f32],
+    width: usize,
+) {
+    for (p, row) in dst.chunks_exact_mut(width).take(len).enumerate() {
+        for (r, d) in row.iter_mut().enumerate() {
+            *d = if r < lines { src[r * stride + p] } else { 0.0 };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// As `transpose_lines`, in 8x8 blocks: eight lines (or zeros) are loaded eight
+    /// floats at a time, transposed with the unpack / shuffle / permute sequence, and
+    /// stored as eight rows of up to eight floats.
+    ///
+    /// # Safety
+    /// AVX2 is present; `src` holds `(lines - 1)*stride + len` floats, `dst`
+    /// `len*width`, and `lines <= width`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn transpose_lines_avx2(
+        src: *const f32,
+        stride: usize,
+        lines: usize,
+        len: usize,
+        dst: *mut f32,
+        width: usize,
+    ) {
+        let full = len / 8 * 8;
+        for g in (0..width).step_by(8) {
+            let lanes = (width - g).min(8);
+            let store_mask = lane_mask(lanes);
+            let valid = lines.saturating_sub(g).min(8);
+            for p in (0..full).step_by(8) {
+                let mut r = [_mm256_setzero_ps(); 8];
+                for (i, r) in r.iter_mut().enumerate().take(valid) {
+                    // SAFETY: line g+i < lines, and p+8 <= len.
+                    *r = unsafe { _mm256_loadu_ps(src.add((g + i) * stride + p)) };
+                }
+                let t = transpose8(r);
+                for (q, t) in t.iter().enumerate() {
+                    // SAFETY: row p+q < len; lanes g..g+lanes < width.
+                    unsafe { _mm256_maskstore_ps(dst.add((p + q) * width + g), store_mask, *t) };
+                }
+            }
+            for p in full..len {
+                for i in 0..lanes {
+                    let v = if i < valid {
+                        // SAFETY: line g+i < lines and p < len.
+                        unsafe { *src.add((g + i) * stride + p) }
+                    } else {
+                        0.0
+                    };
+                    // SAFETY: p < len and g+i < width.
+                    unsafe { *dst.add(p * width + g + i) = v };
+                }
+            }
+        }
+    }
+
+    /// Lanes `0..lanes` selected, for maskload / maskstore.
+    #[target_feature(enable = "avx2")]
+    fn lane_mask(lanes: usize) -> __m256i {
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+    }
+
+    /// The transpose of the 8x8 matrix whose rows are `r`.
+    #[target_feature(enable = "avx2")]
+    fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        [
+            _mm256_permute2f128_ps::<0x20>(s0, s4),
+            _mm256_permute2f128_ps::<0x20>(s1, s5),
+            _mm256_permute2f128_ps::<0x20>(s2, s6),
+            _mm256_permute2f128_ps::<0x20>(s3, s7),
+            _mm256_permute2f128_ps::<0x31>(s0, s4),
+            _mm256_permute2f128_ps::<0x31>(s1, s5),
+            _mm256_permute2f128_ps::<0x31>(s2, s6),
+            _mm256_permute2f128_ps::<0x31>(s3, s7),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::random_array;
+
+    #[test]
+    fn transpose_matches_scalar_on_every_edge() {
+        for &(lines, len, width, stride_pad) in
+            &[(8, 8, 8, 0), (6, 17, 6, 3), (5, 9, 8, 0), (32, 40, 32, 1), (13, 7, 16, 5), (1, 1, 6, 0), (16, 64, 32, 0)]
+        {
+            let stride = len + stride_pad;
+            let src: ndarray::Array1<f32> = random_array(lines * stride, (lines * 1000 + len) as u64);
+            let src = src.as_slice().unwrap();
+            let mut fast = vec![f32::NAN; len * width];
+            let mut slow = vec![f32::NAN; len * width];
+            transpose_lines(src, stride, lines, len, &mut fast, width);
+            transpose_lines_scalar(src, stride, lines, len, &mut slow, width);
+            assert_eq!(fast, slow, "{lines} lines of {len}, stride {stride}, width {width}");
+        }
+    }
+}
