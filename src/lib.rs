@@ -3,7 +3,7 @@
 //!
 //! The crate is layered, and each layer only uses the ones before it:
 //! `data`, `kernels` (GEMM, im2col) -> `layers`, `loss`, `optim` -> `models` ->
-//! `train`, `eval` -> `output` (PNG, GIF, CSV, charts, ONNX) -> `cli`.
+//! `train`, `eval`, `score` -> `output` (PNG, GIF, CSV, charts, ONNX) -> `cli`.
 //! (`tensorfile`, `error`, `init`, `profile` and `testutil` are utilities used at every level.)
 //!
 //! # Shape legend
@@ -31,6 +31,7 @@ pub mod models;
 pub mod optim;
 pub mod output;
 pub mod profile;
+pub mod score;
 pub mod tensorfile;
 pub mod testutil;
 pub mod train;

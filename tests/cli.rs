@@ -33,7 +33,7 @@ fn tiny_mnist(dir: &Path, count: usize) -> PathBuf {
 
 /// `infogan train` on the tiny dataset with small batches; extra flags appended.
 fn train(data: &Path, out: &Path, extra: &[&str]) -> Output {
-    let mut args = vec!["train", "--dataset", "mnist", "--batch-size", "8", "--seed", "3"];
+    let mut args = vec!["train", "--dataset", "mnist", "--batch-size", "8", "--seed", "3", "--no-score"];
     let (d, o) = (data.to_str().unwrap().to_string(), out.to_str().unwrap().to_string());
     args.extend(["--data-dir", &d, "--out", &o]);
     args.extend(extra);
@@ -204,6 +204,51 @@ fn sample_and_bench_produce_their_outputs() {
     assert!(line["images_per_s"].as_f64().unwrap() > 0.0);
     assert!(line["gemm_gflop_per_step"].as_f64().unwrap() > 0.0, "no GEMM work counted: {line}");
     assert!(line["gemm_gflops_at_median"].as_f64().unwrap() > 0.0, "no GEMM rate: {line}");
+
+    // --profile adds each phase's time; INFOGAN_ISA caps the instruction set.
+    let out = bin()
+        .args(["bench", "--steps", "2", "--batch-size", "8", "--threads", "1", "--profile"])
+        .env("INFOGAN_ISA", "portable")
+        .output()
+        .unwrap();
+    assert_ok(&out, "bench --profile");
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    assert_eq!(line["isa"], "portable");
+    assert!(line["profile_ms"]["gemm"].as_f64().unwrap() > 0.0, "{line}");
+    assert!(line["profile_ms"]["batchnorm"].as_f64().unwrap() > 0.0, "{line}");
+}
+
+/// `infogan score` trains its classifier on first use, caches it beside the data,
+/// and rates the real test images and a generator on the same scale.
+#[test]
+fn score_rates_real_images_and_a_generator() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tiny_mnist(tmp.path(), 64);
+    for name in ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"] {
+        std::fs::copy(data.join(name.replace("t10k", "train")), data.join(name)).unwrap();
+    }
+    let run_dir = tmp.path().join("run");
+    assert_ok(&train(&data, &run_dir, &["--max-steps", "2", "--diffaug", "translation,cutout"]), "training");
+    let d = data.to_str().unwrap();
+    let real = run(&["score", "--real", "--dataset", "mnist", "--data-dir", d]);
+    assert_ok(&real, "score --real");
+    assert!(stderr(&real).contains("training the scorer"), "{}", stderr(&real));
+    assert!(data.join("scorer.safetensors").is_file(), "the scorer is cached beside the data");
+    let ckpt = run_dir.join("checkpoint.safetensors");
+    let generated = run(&["score", "--checkpoint", ckpt.to_str().unwrap(), "--data-dir", d, "--images", "30"]);
+    assert_ok(&generated, "score --checkpoint");
+    assert!(!stderr(&generated).contains("training the scorer"), "the cached scorer is reused");
+    for (out, images) in [(&real, 64), (&generated, 30)] {
+        let line: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+        assert_eq!(line["images"], images, "{line}");
+        for key in ["frechet_distance", "inception_score", "diversity"] {
+            let v = line[key].as_f64().unwrap_or(f64::NAN);
+            assert!(v.is_finite() && v >= 0.0, "{key} = {v}: {line}");
+        }
+        assert!(line["inception_score"].as_f64().unwrap() >= 1.0 - 1e-9, "{line}");
+    }
+    let bad = run(&["train", "--diffaug", "colour", "--data-dir", d]);
+    assert!(!bad.status.success() && stderr(&bad).contains("--diffaug"), "{}", stderr(&bad));
 }
 
 #[test]
@@ -273,7 +318,7 @@ fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
     let out_dir = tmp.path().join("run");
     let child = bin()
         .args(["train", "--batch-size", "8", "--data-dir", data.to_str().unwrap(), "--out", out_dir.to_str().unwrap()])
-        .args(["--epochs", "1000", "--log-every", "1"])
+        .args(["--epochs", "1000", "--log-every", "1", "--no-score"])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();

@@ -20,6 +20,7 @@ fn config(dataset: DatasetKind) -> TrainConfig {
         lambda_cat: 1.0,
         lambda_cont: 0.1,
         cont_std: ContStd::Learned,
+        diffaug: Default::default(),
         lr_d: 2e-4,
         lr_g: 1e-3,
         beta1: 0.5,

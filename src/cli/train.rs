@@ -20,7 +20,8 @@ use crate::output::curves::losses_chart;
 use crate::output::gif;
 use crate::output::grid::tile;
 use crate::output::png::Image;
-use crate::train::{StepStats, TrainConfig, Trainer, checkpoint, epoch_rng};
+use crate::score::{SCORE_HEADER, SCORE_IMAGES, SCORE_SEED, quality_of_generator, reference};
+use crate::train::{StepStats, TrainConfig, Trainer, checkpoint, classifier, epoch_rng};
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -60,6 +61,10 @@ pub struct TrainArgs {
     /// Write a losses.csv row every N steps (averaged over them)
     #[arg(long, default_value_t = 10, value_name = "N")]
     log_every: u64,
+    /// Leave the image scores (Frechet distance, Inception-style score, diversity; see `infogan score`) out of
+    /// metrics.csv, and with them the scorer's training on first use (about a minute, once per dataset)
+    #[arg(long)]
+    no_score: bool,
     #[command(flatten)]
     flags: ModelFlags,
 }
@@ -81,15 +86,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
         trainer.config.epochs = default_epochs(train_set.len(), config.batch_size);
     }
     let config = trainer.config.clone();
-    let test_set = if config.arch.latent.categorical.is_empty() {
-        None
-    } else {
-        match data::load(dataset, &data_dir, Split::Test) {
-            Ok(set) => Some(set),
-            Err(e) => {
-                eprintln!("infogan: warning: no test split ({e}); metrics.csv will not record categorical_accuracy");
-                None
-            }
+    let test_set = match data::load(dataset, &data_dir, Split::Test) {
+        Ok(set) => Some(set),
+        Err(e) => {
+            eprintln!("infogan: warning: no test split ({e}); metrics.csv will not record categorical_accuracy");
+            None
         }
     };
     let mut shuffler = Shuffler::new(train_set.len(), config.batch_size);
@@ -112,6 +113,23 @@ pub fn run(args: TrainArgs) -> Result<()> {
         );
         return Ok(());
     }
+    // The image scores of every epoch end; a scorer that cannot be trained or cached
+    // costs the scores, not the run.
+    let mut scoring = if args.no_score {
+        None
+    } else {
+        match classifier::load_or_train(&data_dir, &train_set, test_set.as_ref(), &mut |m| eprintln!("{m}")) {
+            Ok(mut scorer) => {
+                let reference = reference(&mut scorer.classifier, &train_set);
+                Some((scorer, reference))
+            }
+            Err(e) => {
+                eprintln!("infogan: warning: no image scores in metrics.csv ({e})");
+                None
+            }
+        }
+    };
+    let score_images = test_set.as_ref().map_or(SCORE_IMAGES, |t| t.len().min(SCORE_IMAGES));
     let handler = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
     if let Err(e) = handler {
         eprintln!("infogan: warning: Ctrl-C will not save a checkpoint ({e})");
@@ -132,7 +150,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         CsvLog::open(&out.join("information.csv"), &format!("epoch,step,{}", bound_cols.join(",")), trainer.step)?;
     let mut metrics = CsvLog::open(
         &out.join("metrics.csv"),
-        &format!("epoch,step,categorical_accuracy,{}", bound_cols.join(",")),
+        &format!("epoch,step,categorical_accuracy,{},{SCORE_HEADER}", bound_cols.join(",")),
         trainer.step,
     )?;
     let mut epoch_codes: Vec<Vec<f64>> = Vec::new();
@@ -177,13 +195,35 @@ pub fn run(args: TrainArgs) -> Result<()> {
             info_log.flush()?;
             let accuracy = test_set
                 .as_ref()
+                .filter(|_| !config.arch.latent.categorical.is_empty())
                 .map(|t| categorical_accuracy(&mut trainer.discriminator, &config.arch.latent, t, true).accuracy);
-            let bounds = lower_bounds(&config.arch.latent, &mean_rows(&epoch_codes));
-            metrics.row(&numbers(epoch + 1, trainer.step, Some(accuracy.unwrap_or(f64::NAN)), &bounds))?;
+            let mut row = lower_bounds(&config.arch.latent, &mean_rows(&epoch_codes));
+            let quality = scoring.as_mut().map(|(scorer, reference)| {
+                let spec = &config.arch.latent;
+                quality_of_generator(
+                    &mut trainer.generator,
+                    spec,
+                    &mut scorer.classifier,
+                    reference,
+                    score_images,
+                    SCORE_SEED,
+                )
+            });
+            row.extend(quality.map_or([f64::NAN; 3], |q| [q.frechet, q.inception, q.diversity]));
+            metrics.row(&numbers(epoch + 1, trainer.step, Some(accuracy.unwrap_or(f64::NAN)), &row))?;
             metrics.flush()?;
             epoch_codes.clear();
             if let Some(a) = accuracy {
                 progress.message(&format!("epoch {}: categorical accuracy on the test images {a:.4}", epoch + 1));
+            }
+            if let Some(q) = quality {
+                progress.message(&format!(
+                    "epoch {}: Frechet distance {:.2}, Inception-style score {:.2}, diversity {:.3} (infogan score)",
+                    epoch + 1,
+                    q.frechet,
+                    q.inception,
+                    q.diversity
+                ));
             }
             write_epoch_outputs(&mut trainer, &out, epoch + 1)?;
             losses_chart(&out.join("losses.csv"), &out.join("losses.png"))?;

@@ -44,12 +44,14 @@ pub mod activation;
 pub mod batchnorm;
 pub mod conv2d;
 pub mod conv_transpose2d;
+pub mod diffaugment;
 pub mod linear;
 
 pub use activation::{LeakyRelu, Relu, Sigmoid, Tanh};
 pub use batchnorm::BatchNorm;
 pub use conv_transpose2d::ConvTranspose2d;
 pub use conv2d::Conv2d;
+pub use diffaugment::{AugmentPolicy, DiffAugment};
 pub use linear::Linear;
 
 use ndarray::{Array, ArrayViewD, ArrayViewMutD, Dimension};

@@ -2,6 +2,7 @@
 //! layers: the MNIST architecture (also used for Fashion-MNIST) and the SVHN/CelebA
 //! architecture used for CIFAR-10.
 
+pub mod classifier;
 pub mod latent;
 pub mod sequential;
 

@@ -103,7 +103,12 @@ pub fn load(path: &Path) -> Result<Loaded> {
 }
 
 /// Copies tensor `name` of the file into `into`, checking its shape.
-fn restore(file: &TensorFile, path: &Path, name: &str, into: &mut ndarray::ArrayViewMutD<f32>) -> Result<()> {
+pub(crate) fn restore(
+    file: &TensorFile,
+    path: &Path,
+    name: &str,
+    into: &mut ndarray::ArrayViewMutD<f32>,
+) -> Result<()> {
     let t = file.tensors.get(name).ok_or_else(|| {
         Error::bad_file(
             path,
@@ -170,7 +175,8 @@ impl Loaded {
             }
         }
         let step = parse_u64("step")?;
-        Ok(Trainer { config, generator, discriminator, opt_g, opt_d, rng, step })
+        let augment = crate::layers::DiffAugment::new(config.diffaug);
+        Ok(Trainer { config, generator, discriminator, opt_g, opt_d, rng, augment, step })
     }
 }
 

@@ -13,12 +13,14 @@
 //!   probe of how much of the codes a plain GAN keeps.
 
 pub mod checkpoint;
+pub mod classifier;
 
 use ndarray::{Array2, Array4, Axis, s};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
 
+use crate::layers::{AugmentPolicy, DiffAugment};
 use crate::loss::{bce_with_logits, cross_entropy, gaussian_nll};
 use crate::models::{self, Architecture, Discriminator, Generator, LatentBatch, ModelKind};
 use crate::optim::Adam;
@@ -33,6 +35,10 @@ pub struct TrainConfig {
     /// Checkpoints written before this setting existed learned the std.
     #[serde(default = "ContStd::learned")]
     pub cont_std: ContStd,
+    /// DiffAugment before D (Zhao et al., 2020); checkpoints written before this
+    /// setting existed had none.
+    #[serde(default)]
+    pub diffaug: AugmentPolicy,
     pub lr_d: f32,
     pub lr_g: f32,
     pub beta1: f32,
@@ -101,8 +107,10 @@ pub struct Trainer {
     pub opt_g: Adam,
     /// Adam for the discriminator: the trunk, the D head and the Q head.
     pub opt_d: Adam,
-    /// Draws the latent vectors of every step.
+    /// Draws the latent vectors (and the augmentations) of every step.
     pub rng: Xoshiro256PlusPlus,
+    /// The augmentation in front of D, when `config.diffaug` is on.
+    pub augment: DiffAugment,
     /// Optimizer steps done so far.
     pub step: u64,
 }
@@ -114,7 +122,8 @@ impl Trainer {
         let (generator, discriminator) = models::build(&config.arch, &mut rng);
         let opt_g = Adam::new(config.lr_g, config.beta1, config.beta2);
         let opt_d = Adam::new(config.lr_d, config.beta1, config.beta2);
-        Trainer { config, generator, discriminator, opt_g, opt_d, rng, step: 0 }
+        let augment = DiffAugment::new(config.diffaug);
+        Trainer { config, generator, discriminator, opt_g, opt_d, rng, augment, step: 0 }
     }
 
     /// One update of D (with its Q head), then one of G, on a batch of real images.
@@ -135,6 +144,9 @@ impl Trainer {
         d.set_requires_grad(true);
         d.trunk.set_groups(2);
         let both = ndarray::concatenate(Axis(0), &[real.view(), fake.view()]).expect("same image shape");
+        let augmented = !self.config.diffaug.is_none();
+        // DiffAugment: every image its own draw; D only ever sees augmented images.
+        let both = if augmented { self.augment.forward(both, &mut self.rng) } else { both };
         let h = d.features(both);
         d.trunk.set_groups(1);
         let logits = d.d_logits(h.clone());
@@ -158,6 +170,7 @@ impl Trainer {
         // are frozen: gradients only pass through to G.
         self.generator.net.zero_grad();
         d.set_requires_grad(false);
+        let fake = if augmented { self.augment.forward(fake, &mut self.rng) } else { fake };
         let h = d.features(fake);
         let logits = d.d_logits(h.clone());
         let (g_loss, dlogits) = bce_with_logits(logits.view(), Array2::ones(logits.raw_dim()).view());
@@ -167,9 +180,10 @@ impl Trainer {
             let info_g = info_loss(&self.config, &q, &latent);
             dh += &d.q_head.backward(info_g.dq.into_dyn());
         }
-        let dfake = d.trunk.backward(dh);
+        let dfake = d.trunk.backward(dh).into_dimensionality().expect("trunk input is [N, C, H, W]");
+        let dfake = if augmented { self.augment.backward(dfake) } else { dfake };
         d.set_requires_grad(true);
-        self.generator.backward(dfake.into_dimensionality().expect("trunk input is [N, C, H, W]"));
+        self.generator.backward(dfake);
         self.opt_g.update(self.generator.net.params().into_iter().map(|p| p.param).collect());
 
         self.step += 1;
@@ -262,6 +276,7 @@ mod tests {
             lambda_cat: 1.0,
             lambda_cont: 0.5,
             cont_std,
+            diffaug: AugmentPolicy::default(),
             lr_d: 2e-4,
             lr_g: 1e-3,
             beta1: 0.5,
