@@ -1,36 +1,48 @@
-//! sgemm throughput: square sizes and the GEMM shapes of the MNIST InfoGAN at batch
-//! 64 (plus one long-K shape of the CIFAR-10 model), on one thread and on all cores.
-//! Each result is checked against f64 dot products before it is timed. Besides
-//! criterion's report, one line per measurement for scripts:
+//! sgemm throughput: square sizes and the largest GEMMs of a training step of both
+//! models at batch 64 (the discriminator sees 128 images in D's step), each with the
+//! operand layouts the layers pass, on one thread and on all cores. Each result is
+//! checked against f64 dot products before it is timed. Besides criterion's report,
+//! one line per measurement for scripts (`tools/openblas_gemm.py` prints the same for
+//! OpenBLAS, through numpy, on the same list):
 //!
-//! `gemm 1024x1024x1024 threads=2 gflops=151.3`
+//! `gemm 1024x1024x1024 ta=0 tb=0 tc=0 threads=2 gflops=151.3`
 
 mod common;
 
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ndarray::{Array2, ArrayView2};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 
 use common::time_in_pool;
 use infogan::kernels::gemm::gemm;
 use infogan::testutil::random_array;
 
-/// (M, K, N, where the product comes from). Ours: `C[M, N] = A[M, K] B[K, N]`.
-const SHAPES: &[(usize, usize, usize, &str)] = &[
-    (256, 256, 256, "square"),
-    (512, 512, 512, "square"),
-    (1024, 1024, 1024, "square"),
-    (64, 1024, 6272, "G fc2 forward / D fc backward dx"),
-    (64, 6272, 1024, "D fc forward / G fc2 backward dx"),
-    (6272, 64, 1024, "G fc2 dweight"),
-    (1024, 64, 6272, "D fc dweight"),
-    (1024, 128, 3136, "G deconv1 forward / D conv2 dcols"),
-    (128, 1024, 3136, "D conv2 forward / G deconv1 dx"),
-    (128, 3136, 1024, "D conv2 dweight / G deconv1 dweight"),
-    (64, 16, 12544, "D conv1 forward"),
-    (16, 64, 12544, "G deconv2 forward"),
-    (48, 32768, 64, "CIFAR-10 D conv1 dweight at batch 128, cut along K"),
+/// `C[M, N] = A[M, K] B[K, N]`: (M, K, N, A transposed, B transposed, C transposed,
+/// where the product comes from). A transposed operand is stored as its transpose and
+/// passed as a `.t()` view, as the layers do.
+const SHAPES: &[(usize, usize, usize, bool, bool, bool, &str)] = &[
+    (256, 256, 256, false, false, false, "square"),
+    (512, 512, 512, false, false, false, "square"),
+    (1024, 1024, 1024, false, false, false, "square"),
+    (1024, 6272, 128, false, true, true, "MNIST D fc forward, y^T = W x^T"),
+    (128, 1024, 6272, false, false, false, "MNIST D fc dx = dy W; D conv2 forward"),
+    (1024, 128, 6272, true, false, false, "MNIST D fc dweight = dy^T x"),
+    (6272, 1024, 64, false, true, true, "MNIST G fc2 forward"),
+    (6272, 64, 1024, true, false, false, "MNIST G fc2 dweight"),
+    (1024, 3136, 128, false, true, true, "MNIST D conv2 dweight^T = cols dy^T (G step batch)"),
+    (1024, 128, 490, true, false, false, "MNIST D conv2 dx, W^T dy for 10 images"),
+    (64, 16, 12544, false, false, false, "MNIST D conv1 forward"),
+    (256, 2048, 2048, false, false, false, "CIFAR-10 D conv3 forward"),
+    (128, 1024, 8192, false, false, false, "CIFAR-10 D conv2 forward"),
+    (2048, 2048, 256, false, true, true, "CIFAR-10 D conv3 dweight^T = cols dy^T"),
+    (1024, 8192, 128, false, true, true, "CIFAR-10 D conv2 dweight^T"),
+    (2048, 256, 256, true, false, false, "CIFAR-10 D conv3 dx, W^T dy for 16 images"),
+    (1024, 128, 512, true, false, false, "CIFAR-10 D conv2 dx, W^T dy for 8 images"),
+    (4096, 448, 128, true, false, false, "CIFAR-10 G deconv1 forward, W^T x for 32 images"),
+    (448, 4096, 256, false, false, false, "CIFAR-10 G deconv1 dx = W dcols"),
+    (64, 48, 32768, false, false, false, "CIFAR-10 D conv1 forward"),
+    (48, 32768, 64, false, true, true, "CIFAR-10 D conv1 dweight^T, cut along K"),
 ];
 
 /// Checks 64 entries of `c = a b` against f64 dot products.
@@ -54,24 +66,29 @@ fn bench_gemm(crit: &mut Criterion) {
     let mut summary = Vec::new();
     for threads in [1, all] {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-        for &(m, k, n, what) in SHAPES {
-            let a: Array2<f32> = random_array([m, k], 1);
-            let b: Array2<f32> = random_array([k, n], 2);
-            let mut c = Array2::<f32>::zeros((m, n));
-            pool.install(|| gemm(1.0, a.view(), b.view(), 0.0, c.view_mut()));
-            validate(a.view(), b.view(), c.view());
+        for &(m, k, n, ta, tb, tc, what) in SHAPES {
+            let a_store: Array2<f32> = random_array(if ta { [k, m] } else { [m, k] }, 1);
+            let b_store: Array2<f32> = random_array(if tb { [n, k] } else { [k, n] }, 2);
+            let (a, b) = (if ta { a_store.t() } else { a_store.view() }, if tb { b_store.t() } else { b_store.view() });
+            let mut c_store = Array2::<f32>::zeros(if tc { (n, m) } else { (m, n) });
+            fn view(c: &mut Array2<f32>, tc: bool) -> ArrayViewMut2<'_, f32> {
+                if tc { c.view_mut().reversed_axes() } else { c.view_mut() }
+            }
+            pool.install(|| gemm(1.0, a, b, 0.0, view(&mut c_store, tc)));
+            validate(a, b, if tc { c_store.t() } else { c_store.view() });
 
             let flops = 2.0 * (m * k * n) as f64;
             let mut group = crit.benchmark_group(format!("sgemm threads={threads}"));
             group.throughput(Throughput::Elements(flops as u64));
             let mut totals = (Duration::ZERO, 0u64);
-            group.bench_function(format!("{m}x{k}x{n} ({what})"), |bench| {
-                time_in_pool(bench, &pool, &mut totals, || gemm(1.0, a.view(), b.view(), 0.0, c.view_mut()))
+            let flags = format!("ta={} tb={} tc={}", u8::from(ta), u8::from(tb), u8::from(tc));
+            group.bench_function(format!("{m}x{k}x{n} {flags} ({what})"), |bench| {
+                time_in_pool(bench, &pool, &mut totals, || gemm(1.0, a, b, 0.0, view(&mut c_store, tc)))
             });
             let (total, iters) = totals;
             group.finish();
             let gflops = flops * iters as f64 / total.as_secs_f64() / 1e9;
-            summary.push(format!("gemm {m}x{k}x{n} threads={threads} gflops={gflops:.1}"));
+            summary.push(format!("gemm {m}x{k}x{n} {flags} threads={threads} gflops={gflops:.1}"));
         }
     }
     println!();
