@@ -89,3 +89,47 @@ pub fn gaussian_nll(
     });
     ((total / len) as f32, dmean, dlogstd)
 }
+
+/// The mode-seeking term of MSGAN (Mao, Lee, Tseng, Ma and Yang, "Mode Seeking
+/// Generative Adversarial Networks for Diverse Image Synthesis", CVPR 2019), in the
+/// form of the authors' code: for images generated in pairs from the same codes and
+/// different noise, `r = mean|x1 - x2| / mean|z1 - z2|` (means over all pixels and all
+/// noise values of the pairs), and the loss `1 / (r + eps)`, `eps = 1e-5`, which G
+/// lowers by making the two images of a pair differ. Image `i` of the first half of
+/// the batch pairs with image `i` of the second half.
+///
+/// With `L` pixels in a half, `dloss/dx1 = -sign(x1 - x2) / (L mean|z1 - z2| (r + eps)^2)`
+/// and `dx2 = -dx1` (where `x1 = x2`, sign 0). The noise is a constant.
+///
+/// images: [2N, ...], noise: [2N, Z] -> (loss, dimages: the shape of images)
+pub fn mode_seeking<D: Dimension>(images: ArrayView<f32, D>, noise: ArrayView2<f32>) -> (f32, Array<f32, D>) {
+    let _time = crate::profile::scope(crate::profile::Phase::Loss);
+    const EPS: f64 = 1e-5;
+    let n = images.shape()[0];
+    assert!(
+        n.is_multiple_of(2) && noise.nrows() == n,
+        "mode_seeking: {n} images and {} noise vectors, expected one even number",
+        noise.nrows()
+    );
+    let half = n / 2;
+    let x = images.as_standard_layout();
+    let xs = x.as_slice().expect("standard layout");
+    let (x1, x2) = xs.split_at(xs.len() / 2);
+    let d_img = x1.iter().zip(x2).map(|(&a, &b)| (a as f64 - b as f64).abs()).sum::<f64>() / x1.len().max(1) as f64;
+    let (z1, z2) = (noise.slice(ndarray::s![..half, ..]), noise.slice(ndarray::s![half.., ..]));
+    let d_z =
+        z1.iter().zip(z2.iter()).map(|(&a, &b)| (a as f64 - b as f64).abs()).sum::<f64>() / z1.len().max(1) as f64;
+    let r = d_img / d_z.max(1e-12);
+    let scale = 1.0 / ((r + EPS) * (r + EPS) * d_z.max(1e-12) * x1.len().max(1) as f64);
+    let mut d = Array::zeros(images.raw_dim());
+    {
+        let ds = d.as_slice_mut().expect("fresh array");
+        let (d1, d2) = ds.split_at_mut(xs.len() / 2);
+        for (((g1, g2), &a), &b) in d1.iter_mut().zip(d2.iter_mut()).zip(x1).zip(x2) {
+            let g = -(a as f64 - b as f64).signum() * scale;
+            let g = if a == b { 0.0 } else { g };
+            (*g1, *g2) = (g as f32, -g as f32);
+        }
+    }
+    ((1.0 / (r + EPS)) as f32, d)
+}

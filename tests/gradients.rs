@@ -11,7 +11,7 @@ use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use infogan::layers::{BatchNorm, Conv2d, ConvTranspose2d, LeakyRelu, Linear, Relu, Sigmoid, Tanh};
-use infogan::loss::{bce_with_logits, cross_entropy, gaussian_nll};
+use infogan::loss::{bce_with_logits, cross_entropy, gaussian_nll, mode_seeking};
 use infogan::testutil::{assert_grad_close, dot, numeric_grad, random_array};
 
 /// Finite-difference step. Linear layers are exact for any step, up to round-off; for
@@ -212,6 +212,17 @@ proptest! {
         let (_, dmean, dlogstd) = gaussian_nll(x.view(), mean.view(), logstd.view());
         check("gaussian_nll dmean", &dmean, &mean, |m| gaussian_nll(x.view(), m.view(), logstd.view()).0 as f64);
         check("gaussian_nll dlogstd", &dlogstd, &logstd, |s| gaussian_nll(x.view(), mean.view(), s.view()).0 as f64);
+    }
+
+    #[test]
+    fn mode_seeking_gradient(pairs in 1usize..4, c in 1usize..3, seed in any::<u64>()) {
+        // Images of a pair well apart, so that no |x1 - x2| crosses 0 within the step.
+        let x1: Array4<f32> = random_array([pairs, c, 3, 3], seed ^ 1);
+        let x2 = away_from_zero(random_array(x1.raw_dim(), seed ^ 2), 0.3) + &x1;
+        let images = ndarray::concatenate(ndarray::Axis(0), &[x1.view(), x2.view()]).unwrap();
+        let noise: Array2<f32> = random_array([2 * pairs, 5], seed ^ 3);
+        let (_, dimages) = mode_seeking(images.view(), noise.view());
+        check("mode_seeking dimages", &dimages, &images, |x| mode_seeking(x.view(), noise.view()).0 as f64);
     }
 }
 

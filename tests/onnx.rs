@@ -21,6 +21,7 @@ fn config(dataset: DatasetKind) -> TrainConfig {
         lambda_cont: 0.1,
         cont_std: ContStd::Learned,
         diffaug: Default::default(),
+        mode_seeking: 0.0,
         lr_d: 2e-4,
         lr_g: 1e-3,
         beta1: 0.5,

@@ -74,6 +74,18 @@ impl LatentSpec {
         self.compose(&noise, &cat, &cont)
     }
 
+    /// Draws `n` latent vectors (`n` even) in pairs for the mode-seeking term
+    /// (`loss::mode_seeking`): vector `i + n/2` has the codes of vector `i` and noise of
+    /// its own. Each vector is still a draw from the prior.
+    pub fn sample_pairs(&self, n: usize, rng: &mut impl Rng) -> LatentBatch {
+        assert!(n.is_multiple_of(2), "sample_pairs: {n} latent vectors do not pair up");
+        let first = self.sample(n / 2, rng);
+        let noise = Array2::from_shape_simple_fn((n, self.noise), || rng.random_range(-1.0f32..=1.0));
+        let cat: Vec<Vec<usize>> = first.cat.iter().map(|v| v.iter().chain(v).copied().collect()).collect();
+        let cont = ndarray::concatenate(ndarray::Axis(0), &[first.cont.view(), first.cont.view()]).expect("same width");
+        self.compose(&noise, &cat, &cont)
+    }
+
     /// Puts chosen noise and codes together into generator inputs.
     ///
     /// noise: [N, noise], cat[k]: N values of code k, cont: [N, continuous]

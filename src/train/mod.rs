@@ -21,7 +21,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
 
 use crate::layers::{AugmentPolicy, DiffAugment};
-use crate::loss::{bce_with_logits, cross_entropy, gaussian_nll};
+use crate::loss::{bce_with_logits, cross_entropy, gaussian_nll, mode_seeking};
 use crate::models::{self, Architecture, Discriminator, Generator, LatentBatch, ModelKind};
 use crate::optim::Adam;
 
@@ -39,6 +39,10 @@ pub struct TrainConfig {
     /// setting existed had none.
     #[serde(default)]
     pub diffaug: AugmentPolicy,
+    /// Weight of MSGAN's mode-seeking term in G's loss (`loss::mode_seeking`); 0 for
+    /// none, as in checkpoints written before this setting existed.
+    #[serde(default)]
+    pub mode_seeking: f32,
     pub lr_d: f32,
     pub lr_g: f32,
     pub beta1: f32,
@@ -131,7 +135,12 @@ impl Trainer {
     /// real: [N, C, H, W] in [-1, 1]
     pub fn train_step(&mut self, real: Array4<f32>) -> StepStats {
         let n = real.dim().0;
-        let latent = self.config.arch.latent.sample(n, &mut self.rng);
+        let seeking = self.config.mode_seeking > 0.0;
+        let latent = if seeking {
+            self.config.arch.latent.sample_pairs(n, &mut self.rng)
+        } else {
+            self.config.arch.latent.sample(n, &mut self.rng)
+        };
         let fake = self.generator.forward(latent.z.clone());
         let info_gan = self.config.model == ModelKind::InfoGan;
         let d = &mut self.discriminator;
@@ -170,6 +179,12 @@ impl Trainer {
         // are frozen: gradients only pass through to G.
         self.generator.net.zero_grad();
         d.set_requires_grad(false);
+        // The mode-seeking term acts on the images themselves, before any augmentation.
+        let dseek = seeking.then(|| {
+            let noise = latent.z.slice(s![.., ..self.config.arch.latent.noise]);
+            let (_, d) = mode_seeking(fake.view(), noise);
+            d * self.config.mode_seeking
+        });
         let fake = if augmented { self.augment.forward(fake, &mut self.rng) } else { fake };
         let h = d.features(fake);
         let logits = d.d_logits(h.clone());
@@ -181,7 +196,10 @@ impl Trainer {
             dh += &d.q_head.backward(info_g.dq.into_dyn());
         }
         let dfake = d.trunk.backward(dh).into_dimensionality().expect("trunk input is [N, C, H, W]");
-        let dfake = if augmented { self.augment.backward(dfake) } else { dfake };
+        let mut dfake = if augmented { self.augment.backward(dfake) } else { dfake };
+        if let Some(d) = dseek {
+            dfake += &d;
+        }
         d.set_requires_grad(true);
         self.generator.backward(dfake);
         self.opt_g.update(self.generator.net.params().into_iter().map(|p| p.param).collect());
@@ -277,6 +295,7 @@ mod tests {
             lambda_cont: 0.5,
             cont_std,
             diffaug: AugmentPolicy::default(),
+            mode_seeking: 0.0,
             lr_d: 2e-4,
             lr_g: 1e-3,
             beta1: 0.5,
