@@ -1,6 +1,6 @@
 //! `infogan plot`: the information curves of several runs overlaid in one chart, for
 //! example InfoGAN against the plain GAN (the paper's figure 1), with the categorical
-//! accuracy of each run per epoch.
+//! accuracy of each run per epoch and, where `metrics.csv` has them, the image scores.
 
 use std::path::PathBuf;
 
@@ -38,6 +38,16 @@ pub fn run(args: PlotArgs) -> Result<()> {
         y_range: Some((0.0, 1.0)),
         ..Panel::default()
     };
+    let mut frechet = Panel {
+        title: "Frechet distance to the real images (infogan score, lower is better)".into(),
+        y_label: "distance".into(),
+        ..Panel::default()
+    };
+    let mut diversity = Panel {
+        title: "Diversity within a code value (infogan score, real images about 0.8)".into(),
+        y_label: "ratio".into(),
+        ..Panel::default()
+    };
     for (i, dir) in args.runs.iter().enumerate() {
         let name = dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
         let color = PALETTE[i % PALETTE.len()];
@@ -70,9 +80,18 @@ pub fn run(args: PlotArgs) -> Result<()> {
             if !points.is_empty() {
                 acc.series.push(Series { label: name.clone(), points, color });
             }
+            // Runs written before the image scores existed have no such columns.
+            for (col, panel) in [("frechet_distance", &mut frechet), ("diversity", &mut diversity)] {
+                let Ok(points) = column(&header, &rows, col, &metrics_path) else { continue };
+                let points: Vec<(f64, f64)> = points.into_iter().filter(|p| p.1.is_finite()).collect();
+                if !points.is_empty() {
+                    panel.series.push(Series { label: name.clone(), points, color });
+                }
+            }
         }
     }
-    let panels: Vec<Panel> = [cat, cont, acc].into_iter().filter(|p| !p.series.is_empty()).collect();
+    let panels: Vec<Panel> =
+        [cat, cont, acc, frechet, diversity].into_iter().filter(|p| !p.series.is_empty()).collect();
     let height = 300 * panels.len() + 40;
     render(&panels, "step", 900, height).save(&args.out)?;
     eprintln!("infogan: wrote {}", args.out.display());
