@@ -44,7 +44,7 @@ pub fn run(args: PlotArgs) -> Result<()> {
         ..Panel::default()
     };
     let mut diversity = Panel {
-        title: "Diversity within a code value (infogan score, real images about 0.8)".into(),
+        title: "Diversity within a code value (infogan score)".into(),
         y_label: "ratio".into(),
         ..Panel::default()
     };
