@@ -23,12 +23,23 @@ use crate::models::classifier::Classifier;
 use crate::models::{Generator, LatentSpec};
 
 /// The three figures for one set of images.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Quality {
     pub frechet: f64,
     pub inception: f64,
     pub diversity: f64,
     pub images: usize,
+    /// The share of the images the classifier puts in each class (its mean
+    /// probabilities): how evenly they cover the dataset's classes.
+    pub class_shares: Vec<f64>,
+}
+
+impl Quality {
+    /// Classes that get at least half of an even share of the images.
+    pub fn classes_covered(&self) -> usize {
+        let even = 1.0 / self.class_shares.len().max(1) as f64;
+        self.class_shares.iter().filter(|&&s| s >= 0.5 * even).count()
+    }
 }
 
 /// What every score compares with: the real training images' feature Gaussian and
@@ -141,7 +152,9 @@ fn quality(features: ArrayView2<f32>, probs: ArrayView2<f32>, groups: &[usize], 
         }
     }
     let diversity = within.iter().sum::<f64>() / within.len().max(1) as f64 / reference.pairwise.max(1e-12);
-    Quality { frechet, inception: inception_score(probs), diversity, images: features.nrows() }
+    let n = probs.nrows().max(1) as f64;
+    let class_shares = probs.axis_iter(Axis(1)).map(|c| c.iter().map(|&p| p as f64).sum::<f64>() / n).collect();
+    Quality { frechet, inception: inception_score(probs), diversity, images: features.nrows(), class_shares }
 }
 
 /// A Gaussian fitted to rows of features: their mean and covariance (with `N - 1`).

@@ -81,6 +81,8 @@ pub fn run(args: ScoreArgs) -> Result<()> {
         "frechet_distance": round(q.frechet),
         "inception_score": round(q.inception),
         "diversity": round(q.diversity),
+        "classes_covered": q.classes_covered(),
+        "class_shares": train.class_names.iter().zip(&q.class_shares).map(|(name, &s)| (name.clone(), round(s).into())).collect::<serde_json::Map<String, serde_json::Value>>(),
         "reference": format!("{} real training images", train.len()),
         "scorer_test_accuracy": round(scorer.test_accuracy),
     });

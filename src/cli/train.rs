@@ -209,7 +209,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                     SCORE_SEED,
                 )
             });
-            row.extend(quality.map_or([f64::NAN; 3], |q| [q.frechet, q.inception, q.diversity]));
+            row.extend(quality.as_ref().map_or([f64::NAN; 3], |q| [q.frechet, q.inception, q.diversity]));
             metrics.row(&numbers(epoch + 1, trainer.step, Some(accuracy.unwrap_or(f64::NAN)), &row))?;
             metrics.flush()?;
             epoch_codes.clear();
