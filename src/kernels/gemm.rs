@@ -232,7 +232,7 @@ fn fast_rows<K: MicroKernel>(alpha: f32, a: ArrayView2<f32>, b: ArrayView2<f32>,
         depth_split(alpha, a, b, beta, c, plan, fast_rows_serial::<K>);
         return;
     }
-    with_packed_a::<K>(a, m * k * n >= MIN_PARALLEL_MACS, |pa| run_tasks::<K>(alpha, pa, b, beta, c));
+    with_packed_a::<K>(a, m * k * n >= MIN_PARALLEL_MACS, n, |pa| run_tasks::<K>(alpha, pa, b, beta, c));
 }
 
 /// `C = alpha A B + beta C` with A already packed and C's rows contiguous: C cut into
@@ -295,7 +295,8 @@ fn packed_lhs<K: MicroKernel>(
 ) {
     let (m, k) = a.dim();
     let pack_time = crate::profile::scope(crate::profile::Phase::Gemm);
-    with_packed_a::<K>(a, true, |pa| {
+    // Packed once for all the products (not read in place): `a` serves many of them.
+    with_packed_a::<K>(a, true, usize::MAX, |pa| {
         drop(pack_time);
         f(&|b, c| {
             checked(&a, &b, &c);
@@ -324,7 +325,7 @@ fn fast_rows_serial<K: MicroKernel>(
     let (m, n) = c.dim();
     let rsc = c.strides()[0].max(0) as usize;
     let base = TilePtr(c.as_mut_ptr());
-    with_packed_a::<K>(a, false, |pa| {
+    with_packed_a::<K>(a, false, n, |pa| {
         for c0 in (0..n).step_by(NC) {
             let cols = NC.min(n - c0);
             // SAFETY: column c0 of row 0 is inside C, which this call borrows mutably.
@@ -359,43 +360,85 @@ thread_local! {
     static B_PACK: RefCell<PackBuf> = RefCell::new(PackBuf::default());
 }
 
-/// All of A in panels of MR rows, one KC block of columns after another: the block at
-/// depth `pc` starts at `mpad * pc` and holds `mpad * kc` floats.
+/// A as the micro-kernels read it. Packed: all of A in panels of MR rows, one KC block
+/// of columns after another (the block at depth `pc` starts at `mpad * pc` and holds
+/// `mpad * kc` floats). Or, when A's rows are adjacent in memory (a weight read
+/// transposed, `W.t()`), A itself: a panel's MR values for one `p` are already
+/// contiguous, `lda` apart from one `p` to the next, so only the ragged last panel is
+/// packed, and the copy that packing would make (as large as A, for products whose
+/// small N uses each element of A only a few hundred times) is not made.
 struct PackedA<'a> {
+    /// The packed panels; in place, only the last, ragged panel (`tail_row` on).
     data: &'a [f32],
     /// Rows rounded up to a whole panel.
     mpad: usize,
     k: usize,
+    place: Option<InPlace<'a>>,
+}
+
+/// A read in place: element `(i, p)` is `flat[p * lda + i]`.
+struct InPlace<'a> {
+    flat: &'a [f32],
+    lda: usize,
+    /// The first row of the packed tail panel (a multiple of MR); rows before it are
+    /// read in place.
+    tail_row: usize,
 }
 
 impl PackedA<'_> {
-    /// The panels of rows `rows` (which start on a panel) of the K block at `pc`.
-    fn block(&self, rows: std::ops::Range<usize>, pc: usize, kc: usize, mr: usize) -> &[f32] {
-        let panels = rows.len().div_ceil(mr) * mr;
-        &self.data[self.mpad * pc + rows.start * kc..][..panels * kc]
+    /// The panel of `mr` rows from row `r` (a multiple of `mr`) for the K block at
+    /// `pc` of depth `kc`, and the distance between its consecutive `p`.
+    fn panel(&self, r: usize, pc: usize, kc: usize, mr: usize) -> (&[f32], usize) {
+        match &self.place {
+            Some(p) if r < p.tail_row => (&p.flat[pc * p.lda + r..][..(kc - 1) * p.lda + mr], p.lda),
+            Some(_) => (&self.data[pc * mr..][..kc * mr], mr),
+            None => (&self.data[self.mpad * pc + r * kc..][..kc * mr], mr),
+        }
     }
 }
 
-/// Packs all of A (in parallel over K blocks if `parallel`) into the calling thread's
-/// buffer and runs `f` on it. Packing A once for the whole call, rather than in every
-/// task, matters when C is cut into many column blocks.
-fn with_packed_a<K: MicroKernel>(a: ArrayView2<f32>, parallel: bool, f: impl FnOnce(&PackedA)) {
+/// A is read in place (when its layout allows) only for products narrower than this:
+/// the copy saved costs as much as `1/N` of the arithmetic, and for wide products the
+/// contiguous packed panels, read once per column block, win instead. Measured with 2
+/// threads (median GFLOP/s, packed against in place): 2048x256x256 296 -> 420,
+/// 4096x448x128 284-352 -> 413-425, 6272x64x1024 385 -> 420, but 1024x128x6272
+/// 460 -> 415.
+const IN_PLACE_MAX_N: usize = 2048;
+
+/// Packs A (in parallel over K blocks if `parallel`) into the calling thread's buffer,
+/// or only its ragged last panel when A can be read in place and the product is `n`
+/// columns narrow, and runs `f` on it.
+/// Packing A once for the whole call, rather than in every task, matters when C is
+/// cut into many column blocks.
+fn with_packed_a<K: MicroKernel>(a: ArrayView2<f32>, parallel: bool, n: usize, f: impl FnOnce(&PackedA)) {
     let (m, k) = a.dim();
     let mpad = m.next_multiple_of(K::MR);
     // Taken out of the thread-local slot for the call, so that the tasks this thread
     // runs meanwhile (which use only B_PACK) never find it borrowed.
     let mut buf = A_PACK.with(|b| std::mem::take(&mut *b.borrow_mut()));
-    let data = buf.get(mpad * k);
-    let pack = |(blk, dst): (usize, &mut [f32])| {
-        let pc = blk * KC;
-        K::pack_a(a.slice(s![.., pc..pc + KC.min(k - pc)]), dst);
-    };
-    if parallel && k > KC {
-        data.par_chunks_mut(mpad * KC).enumerate().for_each(pack);
+    if let Some((flat, lda)) = super::pack::lines(a).filter(|_| m >= K::MR && n < IN_PLACE_MAX_N) {
+        let tail_row = m / K::MR * K::MR;
+        let data = buf.get(if tail_row < m { K::MR * k } else { 0 });
+        if tail_row < m {
+            for (blk, dst) in data.chunks_mut(K::MR * KC).enumerate() {
+                let pc = blk * KC;
+                K::pack_a(a.slice(s![tail_row.., pc..pc + KC.min(k - pc)]), dst);
+            }
+        }
+        f(&PackedA { data, mpad, k, place: Some(InPlace { flat, lda, tail_row }) });
     } else {
-        data.chunks_mut(mpad * KC).enumerate().for_each(pack);
+        let data = buf.get(mpad * k);
+        let pack = |(blk, dst): (usize, &mut [f32])| {
+            let pc = blk * KC;
+            K::pack_a(a.slice(s![.., pc..pc + KC.min(k - pc)]), dst);
+        };
+        if parallel && k > KC {
+            data.par_chunks_mut(mpad * KC).enumerate().for_each(pack);
+        } else {
+            data.chunks_mut(mpad * KC).enumerate().for_each(pack);
+        }
+        f(&PackedA { data, mpad, k, place: None });
     }
-    f(&PackedA { data, mpad, k });
     A_PACK.with(|b| *b.borrow_mut() = buf);
 }
 
@@ -423,20 +466,20 @@ fn task<K: MicroKernel>(
             let beta = if pc == 0 { beta } else { 1.0 };
             for ic in (0..m).step_by(MC) {
                 let mc = MC.min(m - ic);
-                let ap = a.block(rows.start + ic..rows.start + ic + mc, pc, kc, K::MR);
                 for (jp, b_panel) in bp.chunks_exact(kc * K::NR).enumerate() {
                     let j = jp * K::NR;
-                    for (ip, a_panel) in ap.chunks_exact(kc * K::MR).enumerate() {
-                        let i = ic + ip * K::MR;
+                    for i in (ic..ic + mc).step_by(K::MR) {
+                        let (a_panel, a_step) = a.panel(rows.start + i, pc, kc, K::MR);
                         // SAFETY: `fast` only runs K when the CPU has its instruction set
-                        // (`gemm_on` caps the choice by `Isa::detect`). The panels hold
-                        // kc*MR and kc*NR floats. The tile is rows i..i+MR and columns
-                        // j..j+NR of this task's block, clipped to its m x n; the caller
-                        // gives the task that block of C alone.
+                        // (`gemm_on` caps the choice by `Isa::detect`). The A panel holds
+                        // (kc - 1)*a_step + MR floats and the B panel kc*NR. The tile is
+                        // rows i..i+MR and columns j..j+NR of this task's block, clipped
+                        // to its m x n; the caller gives the task that block of C alone.
                         unsafe {
                             K::tile(
                                 kc,
                                 a_panel.as_ptr(),
+                                a_step,
                                 b_panel.as_ptr(),
                                 c.0.add(i * rsc + j),
                                 rsc,

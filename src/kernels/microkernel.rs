@@ -151,18 +151,20 @@ pub(crate) trait MicroKernel {
     /// Columns of the tile (the vector operand B's panel width).
     const NR: usize;
 
-    /// `C[i, j] = alpha * sum_p a[p*MR + i] b[p*NR + j] + beta * C[i, j]` for `i < m`,
+    /// `C[i, j] = alpha * sum_p a[p*a_step + i] b[p*NR + j] + beta * C[i, j]` for `i < m`,
     /// `j < n`, where `C[i, j]` is `c[i*rsc + j]`. With `beta == 0`, C is not read.
+    /// (`a_step` is MR for a packed panel, A's column stride for one read in place.)
     ///
     /// # Safety
-    /// The CPU supports the kernel's instruction set; `a` holds `kc*MR` and `b`
-    /// `kc*NR` readable floats; `m <= MR`, `n <= NR`; `c[i*rsc + j]` is valid for
-    /// reads and writes for every `i < m`, `j < n`, and no other thread accesses
+    /// The CPU supports the kernel's instruction set; `a` holds `(kc - 1)*a_step + MR`
+    /// and `b` `kc*NR` readable floats; `m <= MR`, `n <= NR`; `c[i*rsc + j]` is valid
+    /// for reads and writes for every `i < m`, `j < n`, and no other thread accesses
     /// those elements during the call.
     #[allow(clippy::too_many_arguments)]
     unsafe fn tile(
         kc: usize,
         a: *const f32,
+        a_step: usize,
         b: *const f32,
         c: *mut f32,
         rsc: usize,
@@ -212,6 +214,7 @@ mod x86 {
         unsafe fn tile(
             kc: usize,
             a: *const f32,
+            a_step: usize,
             b: *const f32,
             c: *mut f32,
             rsc: usize,
@@ -221,7 +224,7 @@ mod x86 {
             beta: f32,
         ) {
             // SAFETY: forwarded from the caller's contract, which includes AVX-512F.
-            unsafe { tile_avx512::<8, 2>(kc, a, b, c, rsc, m, n, alpha, beta) }
+            unsafe { tile_avx512::<8, 2>(kc, a, a_step, b, c, rsc, m, n, alpha, beta) }
         }
     }
 
@@ -240,6 +243,7 @@ mod x86 {
         unsafe fn tile(
             kc: usize,
             a: *const f32,
+            a_step: usize,
             b: *const f32,
             c: *mut f32,
             rsc: usize,
@@ -249,7 +253,7 @@ mod x86 {
             beta: f32,
         ) {
             // SAFETY: forwarded from the caller's contract, which includes AVX2 and FMA.
-            unsafe { tile_avx2::<6, 2>(kc, a, b, c, rsc, m, n, alpha, beta) }
+            unsafe { tile_avx2::<6, 2>(kc, a, a_step, b, c, rsc, m, n, alpha, beta) }
         }
     }
 
@@ -295,6 +299,7 @@ mod x86 {
     unsafe fn tile_avx512<const MR: usize, const NV: usize>(
         kc: usize,
         a: *const f32,
+        a_step: usize,
         b: *const f32,
         c: *mut f32,
         rsc: usize,
@@ -312,14 +317,14 @@ mod x86 {
                 *bv = unsafe { _mm512_loadu_ps(bp.add(16 * v)) };
             }
             for (i, row) in acc.iter_mut().enumerate() {
-                // SAFETY: a[p*MR + i] is inside the panel for i < MR.
+                // SAFETY: a[p*a_step + i] is inside the panel for i < MR.
                 let ai = _mm512_set1_ps(unsafe { *ap.add(i) });
                 for (acc, &bv) in row.iter_mut().zip(&bv) {
                     *acc = _mm512_fmadd_ps(ai, bv, *acc);
                 }
             }
-            // SAFETY: advancing within (or one past the end of) the panels.
-            (ap, bp) = unsafe { (ap.add(MR), bp.add(16 * NV)) };
+            // SAFETY: advancing within (or one step past the end of) the panels.
+            (ap, bp) = unsafe { (ap.add(a_step), bp.add(16 * NV)) };
         }
         let (alpha_v, beta_v) = (_mm512_set1_ps(alpha), _mm512_set1_ps(beta));
         for (i, row) in acc.iter().enumerate() {
@@ -356,6 +361,7 @@ mod x86 {
     unsafe fn tile_avx2<const MR: usize, const NV: usize>(
         kc: usize,
         a: *const f32,
+        a_step: usize,
         b: *const f32,
         c: *mut f32,
         rsc: usize,
@@ -373,14 +379,14 @@ mod x86 {
                 *bv = unsafe { _mm256_loadu_ps(bp.add(8 * v)) };
             }
             for (i, row) in acc.iter_mut().enumerate() {
-                // SAFETY: a[p*MR + i] is inside the panel for i < MR.
+                // SAFETY: a[p*a_step + i] is inside the panel for i < MR.
                 let ai = _mm256_set1_ps(unsafe { *ap.add(i) });
                 for (acc, &bv) in row.iter_mut().zip(&bv) {
                     *acc = _mm256_fmadd_ps(ai, bv, *acc);
                 }
             }
-            // SAFETY: advancing within (or one past the end of) the panels.
-            (ap, bp) = unsafe { (ap.add(MR), bp.add(8 * NV)) };
+            // SAFETY: advancing within (or one step past the end of) the panels.
+            (ap, bp) = unsafe { (ap.add(a_step), bp.add(8 * NV)) };
         }
         let (alpha_v, beta_v) = (_mm256_set1_ps(alpha), _mm256_set1_ps(beta));
         let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);

@@ -110,7 +110,7 @@ fn pack_panel(block: ArrayView2<f32>, dst: &mut [f32], width: usize) {
 /// lines that do not overlap): the memory from its first element to its last as one
 /// slice, and the distance between lines, so that column `q` is
 /// `flat[q*stride..][..len]`. `None` for any other layout.
-fn lines<'a>(view: ArrayView2<'a, f32>) -> Option<(&'a [f32], usize)> {
+pub(crate) fn lines<'a>(view: ArrayView2<'a, f32>) -> Option<(&'a [f32], usize)> {
     let (len, count) = view.dim();
     if len == 0 || count == 0 || (len > 1 && view.strides()[0] != 1) {
         return None;
