@@ -121,8 +121,8 @@ pub struct ModelFlags {
     /// Continuous codes, uniform in [-1, 1] [default: 2]
     #[arg(long, value_name = "N")]
     pub continuous: Option<usize>,
-    /// Weight of the categorical codes' information loss [default: 0.5; on MNIST the paper's 1 split
-    /// two similar digits over two code values by style in 5 of 5 seeds, 0.5 in 3 of 10 (README, Results)]
+    /// Weight of the categorical codes' information loss [default: 0.5; 1 for CIFAR-10. On MNIST the paper's 1
+    /// split two similar digits over two code values by style in 5 of 5 seeds, 0.5 in 3 of 10 (README, Results)]
     #[arg(long, value_name = "W")]
     pub lambda_cat: Option<f32>,
     /// Weight of the continuous codes' information loss [default: 0.1]
