@@ -416,7 +416,8 @@ fn with_packed_a<K: MicroKernel>(a: ArrayView2<f32>, parallel: bool, n: usize, f
     // Taken out of the thread-local slot for the call, so that the tasks this thread
     // runs meanwhile (which use only B_PACK) never find it borrowed.
     let mut buf = A_PACK.with(|b| std::mem::take(&mut *b.borrow_mut()));
-    if let Some((flat, lda)) = super::pack::lines(a).filter(|_| m >= K::MR && n < IN_PLACE_MAX_N) {
+    if let Some((flat, lda)) = super::pack::lines(a).filter(|_| K::READS_A_IN_PLACE && m >= K::MR && n < IN_PLACE_MAX_N)
+    {
         let tail_row = m / K::MR * K::MR;
         let data = buf.get(if tail_row < m { K::MR * k } else { 0 });
         if tail_row < m {

@@ -150,6 +150,9 @@ pub(crate) trait MicroKernel {
     const MR: usize;
     /// Columns of the tile (the vector operand B's panel width).
     const NR: usize;
+    /// Whether A may be read in place (`a_step` its column stride) when its rows are
+    /// adjacent, rather than always packed.
+    const READS_A_IN_PLACE: bool;
 
     /// `C[i, j] = alpha * sum_p a[p*a_step + i] b[p*NR + j] + beta * C[i, j]` for `i < m`,
     /// `j < n`, where `C[i, j]` is `c[i*rsc + j]`. With `beta == 0`, C is not read.
@@ -202,6 +205,7 @@ mod x86 {
     impl MicroKernel for Avx512 {
         const MR: usize = 8;
         const NR: usize = 32;
+        const READS_A_IN_PLACE: bool = true;
 
         fn pack_a(a: ArrayView2<f32>, out: &mut [f32]) {
             pack_a::<8>(a, out)
@@ -231,6 +235,12 @@ mod x86 {
     impl MicroKernel for Avx2 {
         const MR: usize = 6;
         const NR: usize = 16;
+        // A 6-row panel read in place straddles cache lines at every `p`: with 2
+        // threads 2048x256x256 runs at 173 GFLOP/s in place against 208 packed,
+        // 4096x448x128 at 160 against 195, 1024x128x490 at 162 against 220
+        // (`INFOGAN_ISA=avx2 cargo bench --bench gemm`); the 8-row AVX-512 panel is
+        // one 32-byte piece of a line and gains.
+        const READS_A_IN_PLACE: bool = false;
 
         fn pack_a(a: ArrayView2<f32>, out: &mut [f32]) {
             pack_a::<6>(a, out)
