@@ -39,7 +39,7 @@ pub fn run(args: PlotArgs) -> Result<()> {
         ..Panel::default()
     };
     let mut frechet = Panel {
-        title: "Frechet distance to the real images (infogan score, lower is better)".into(),
+        title: "Frechet distance to the real images (lower is better)".into(),
         y_label: "distance".into(),
         ..Panel::default()
     };
