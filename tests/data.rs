@@ -118,6 +118,18 @@ fn small_valid_idx_files_load_compressed_or_raw() {
     assert_eq!(set.pixels, images.pixels);
 }
 
+/// A gzip file of two members, as `cat a.gz b.gz` makes and `zcat` reads whole.
+#[test]
+fn multi_member_gzip_files_load_whole() {
+    let images = small_images(3);
+    let encoded = encode_images(&images);
+    let (head, tail) = encoded.split_at(500);
+    let dir = idx_dir(&[], &encode_labels(&[1, 2, 3]));
+    std::fs::write(dir.path().join("train-images-idx3-ubyte.gz"), [gzip(head), gzip(tail)].concat()).unwrap();
+    let set = load(DatasetKind::Mnist, dir.path(), Split::Train).unwrap();
+    assert_eq!(set.pixels, images.pixels);
+}
+
 #[test]
 fn bad_idx_files_are_clear_errors() {
     let images = encode_images(&small_images(3));

@@ -28,11 +28,13 @@ pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>> {
     decompress(&raw).map_err(|m| Error::bad_file(path, m))
 }
 
-/// `bytes`, gunzipped if they start with gzip's magic bytes `1f 8b`.
+/// `bytes`, gunzipped if they start with gzip's magic bytes `1f 8b`. A gzip file may
+/// hold several members one after another (`cat a.gz b.gz`, or `pigz`), which `gzip
+/// -d` and `zcat` decode as one stream; so does this.
 pub fn decompress(bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
     if bytes.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(bytes)
+        flate2::read::MultiGzDecoder::new(bytes)
             .read_to_end(&mut out)
             .map_err(|e| format!("is not a valid gzip file ({e}); delete it and run the data step again"))?;
         Ok(out)
