@@ -311,8 +311,10 @@ fn interpolate_plot_and_export_write_their_files() {
 }
 
 #[cfg(unix)]
-#[test]
-fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
+/// Starts a long training, sends `signal` once a few steps are logged, and checks
+/// that the run saved its checkpoint, said so, exited with the "stopped, resumable"
+/// status, and resumes from it.
+fn signal_saves_a_checkpoint_and_resumes(signal: i32) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tiny_mnist(tmp.path(), 64);
     let out_dir = tmp.path().join("run");
@@ -331,13 +333,13 @@ fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
     }
     // SAFETY: sending a signal to our own child process, whose pid we hold.
     unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
+        libc::kill(child.id() as i32, signal);
     }
     let out = child.wait_with_output().unwrap();
     let err = stderr(&out);
-    assert!(out.status.success(), "exit status {:?}: {err}", out.status);
+    assert_eq!(out.status.code(), Some(75), "signal {signal}: exit status {:?}: {err}", out.status);
     assert!(err.contains("interrupted at step"), "{err}");
-    assert!(out_dir.join("checkpoint.safetensors").is_file(), "no checkpoint after Ctrl-C");
+    assert!(out_dir.join("checkpoint.safetensors").is_file(), "no checkpoint after signal {signal}");
     let resumed = run(&[
         "train",
         "--resume",
@@ -349,4 +351,15 @@ fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
         "1",
     ]);
     assert!(resumed.status.success() && stderr(&resumed).contains("already at step"), "{}", stderr(&resumed));
+}
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_exits_as_stopped() {
+    signal_saves_a_checkpoint_and_resumes(libc::SIGINT);
+}
+
+/// Schedulers stop jobs with SIGTERM; it must not lose the steps since the last epoch.
+#[test]
+fn sigterm_saves_a_checkpoint_like_ctrl_c() {
+    signal_saves_a_checkpoint_and_resumes(libc::SIGTERM);
 }

@@ -358,17 +358,23 @@ pub fn set_threads(threads: Option<usize>) -> Result<usize> {
     Ok(rayon::current_num_threads())
 }
 
+/// Exit status of a training run stopped by a signal, its checkpoint saved:
+/// sysexits.h's EX_TEMPFAIL ("try again later"), so that a scheduler can tell a run to
+/// resume from one that is done (0) or failed (1).
+pub const EXIT_STOPPED: u8 = 75;
+
 /// Parses the command line and runs the subcommand.
-pub fn run(cli: Cli) -> Result<()> {
+pub fn run(cli: Cli) -> Result<train::Outcome> {
+    let done = |r: Result<()>| r.map(|()| train::Outcome::Done);
     match cli.command {
         Command::Train(args) => train::run(args),
-        Command::Sample(args) => sample::run(args),
-        Command::Eval(args) => eval::run(args),
-        Command::Score(args) => score::run(args),
-        Command::Interpolate(args) => interpolate::run(args),
-        Command::Plot(args) => plot::run(args),
+        Command::Sample(args) => done(sample::run(args)),
+        Command::Eval(args) => done(eval::run(args)),
+        Command::Score(args) => done(score::run(args)),
+        Command::Interpolate(args) => done(interpolate::run(args)),
+        Command::Plot(args) => done(plot::run(args)),
         #[cfg(feature = "onnx")]
-        Command::Export(args) => export::run(args),
+        Command::Export(args) => done(export::run(args)),
         Command::Bench(args) => {
             let threads = set_threads(args.threads)?;
             if args.steps == 0 {
@@ -381,7 +387,7 @@ pub fn run(cli: Cli) -> Result<()> {
             flags.diffaug.get_or_insert_with(|| "none".into());
             flags.mode_seeking.get_or_insert(0.0);
             let config = flags.config(dataset, args.model.into(), args.batch_size, 1, 1)?;
-            bench::run(bench::BenchArgs { config, steps: args.steps, warmup: 3, threads, profile: args.profile })
+            done(bench::run(bench::BenchArgs { config, steps: args.steps, warmup: 3, threads, profile: args.profile }))
         }
     }
 }
@@ -412,7 +418,8 @@ pub fn main() -> std::process::ExitCode {
     }));
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(train::Outcome::Done) => std::process::ExitCode::SUCCESS,
+        Ok(train::Outcome::Stopped) => std::process::ExitCode::from(EXIT_STOPPED),
         Err(e) => {
             eprintln!("error: {e}");
             std::process::ExitCode::FAILURE

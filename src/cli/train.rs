@@ -24,6 +24,8 @@ use crate::score::{SCORE_HEADER, SCORE_IMAGES, SCORE_SEED, quality_of_generator,
 use crate::train::{StepStats, TrainConfig, Trainer, checkpoint, classifier, epoch_rng};
 
 #[derive(Args)]
+#[command(after_help = "Ctrl-C, SIGTERM or SIGHUP finishes the current step, writes the checkpoint and exits with \
+status 75 (EX_TEMPFAIL: stopped, continue with --resume); a finished run exits with 0, a failed one with 1.")]
 pub struct TrainArgs {
     /// Dataset to train on [default: mnist]
     #[arg(long, value_enum)]
@@ -69,10 +71,21 @@ pub struct TrainArgs {
     flags: ModelFlags,
 }
 
-/// Set by Ctrl-C: the loop finishes its step, writes the checkpoint and stops.
+/// Set by Ctrl-C (SIGINT), SIGTERM or SIGHUP: the loop finishes its step, writes the
+/// checkpoint and stops.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-pub fn run(args: TrainArgs) -> Result<()> {
+/// How a training run ended, when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every step asked for is done (or was done already).
+    Done,
+    /// A signal stopped the run after a step; the checkpoint holds it, and `--resume`
+    /// continues.
+    Stopped,
+}
+
+pub fn run(args: TrainArgs) -> Result<Outcome> {
     if args.log_every == 0 {
         return Err(Error::Invalid("--log-every must be at least 1".into()));
     }
@@ -111,7 +124,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             out.display(),
             trainer.step
         );
-        return Ok(());
+        return Ok(Outcome::Done);
     }
     // The image scores of every epoch end; a scorer that cannot be trained or cached
     // costs the scores, not the run.
@@ -130,9 +143,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
         }
     };
     let score_images = test_set.as_ref().map_or(SCORE_IMAGES, |t| t.len().min(SCORE_IMAGES));
+    // Schedulers (Slurm, systemd, Kubernetes, `timeout`) stop a job with SIGTERM, and a
+    // closed terminal sends SIGHUP: both stop the run as Ctrl-C does (ctrlc's
+    // "termination" feature).
     let handler = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
     if let Err(e) = handler {
-        eprintln!("infogan: warning: Ctrl-C will not save a checkpoint ({e})");
+        eprintln!("infogan: warning: Ctrl-C and SIGTERM will not save a checkpoint ({e})");
     }
     eprintln!(
         "infogan: training {} on {} ({} images, {per_epoch} steps per epoch) with {threads} threads; latent {}",
@@ -248,10 +264,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
             trainer.step,
             out.display()
         );
+        Ok(Outcome::Stopped)
     } else {
         eprintln!("infogan: done, {} steps; results in {}", trainer.step, out.display());
+        Ok(Outcome::Done)
     }
-    Ok(())
 }
 
 fn fresh(args: &TrainArgs) -> Result<(Trainer, PathBuf)> {
