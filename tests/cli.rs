@@ -119,6 +119,21 @@ fn bad_input_gets_a_clear_error_and_no_panic() {
         ),
         (vec!["bench".into(), "--lr-g=-1".into()], "learning rates must be positive"),
         (vec!["train".into(), "--categorical".into(), "10,1".into()], "at least 2"),
+        (
+            vec![
+                "train".into(),
+                "--max-steps".into(),
+                "0".into(),
+                "--batch-size".into(),
+                "8".into(),
+                "--data-dir".into(),
+                data.display().to_string(),
+                "--out".into(),
+                out_dir.display().to_string(),
+            ],
+            "--max-steps must be at least 1",
+        ),
+        (vec!["train".into(), "--resume".into(), "--overwrite".into()], "cannot be used with"),
     ];
     for (args, expected) in cases {
         let out = bin().args(&args).output().unwrap();
@@ -311,6 +326,60 @@ fn interpolate_plot_and_export_write_their_files() {
 }
 
 #[cfg(unix)]
+/// Starts a training of 1,000 epochs into `out_dir` and returns once it has logged a
+/// few steps.
+fn start_long_training(data: &Path, out_dir: &Path) -> std::process::Child {
+    let child = bin()
+        .args(["train", "--batch-size", "8", "--data-dir", data.to_str().unwrap(), "--out", out_dir.to_str().unwrap()])
+        .args(["--epochs", "1000", "--log-every", "1", "--no-score"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = out_dir.join("losses.csv");
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&log).map_or(0, |s| s.lines().count()) < 4 {
+        assert!(started.elapsed().as_secs() < 120, "training did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child
+}
+
+/// A fresh run does not replace an earlier one unless told to, two trainings never
+/// share a folder, and the temporary files of dead writers are cleared.
+#[test]
+fn a_run_folder_is_neither_replaced_nor_shared() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tiny_mnist(tmp.path(), 32);
+    let out_dir = tmp.path().join("run");
+    assert_ok(&train(&data, &out_dir, &["--max-steps", "2"]), "first run");
+    let again = train(&data, &out_dir, &["--max-steps", "2"]);
+    assert!(!again.status.success(), "a fresh run replaced the earlier one");
+    assert!(
+        stderr(&again).contains("already holds a run") && stderr(&again).contains("--overwrite"),
+        "{}",
+        stderr(&again)
+    );
+    let stale = out_dir.join(".checkpoint.safetensors.tmp999999999");
+    std::fs::write(&stale, b"left by a killed run").unwrap();
+    assert_ok(&train(&data, &out_dir, &["--max-steps", "1", "--overwrite", "--log-every", "1"]), "--overwrite");
+    let log = std::fs::read_to_string(out_dir.join("losses.csv")).unwrap();
+    assert_eq!(log.lines().count(), 2, "the new log kept the old run's rows: {log}");
+    assert!(!stale.exists(), "a dead process's temporary file stayed");
+
+    let busy_dir = tmp.path().join("busy");
+    let mut child = start_long_training(&data, &busy_dir);
+    let second = train(&data, &busy_dir, &["--max-steps", "1", "--overwrite"]);
+    // SAFETY: sending a signal to our own child process, whose pid we hold.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let first = child.wait().unwrap();
+    assert!(!second.status.success(), "two trainings shared one folder");
+    let e = stderr(&second);
+    assert!(e.contains("is in use") && e.contains(&format!("process {}", child.id())), "{e}");
+    assert_eq!(first.code(), Some(75), "the first training did not stop cleanly");
+}
+
 /// Starts a long training, sends `signal` once a few steps are logged, and checks
 /// that the run saved its checkpoint, said so, exited with the "stopped, resumable"
 /// status, and resumes from it.
@@ -318,19 +387,7 @@ fn signal_saves_a_checkpoint_and_resumes(signal: i32) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tiny_mnist(tmp.path(), 64);
     let out_dir = tmp.path().join("run");
-    let child = bin()
-        .args(["train", "--batch-size", "8", "--data-dir", data.to_str().unwrap(), "--out", out_dir.to_str().unwrap()])
-        .args(["--epochs", "1000", "--log-every", "1", "--no-score"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait until a few steps are logged, then interrupt.
-    let log = out_dir.join("losses.csv");
-    let started = std::time::Instant::now();
-    while std::fs::read_to_string(&log).map_or(0, |s| s.lines().count()) < 4 {
-        assert!(started.elapsed().as_secs() < 120, "training did not start");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let child = start_long_training(&data, &out_dir);
     // SAFETY: sending a signal to our own child process, whose pid we hold.
     unsafe {
         libc::kill(child.id() as i32, signal);

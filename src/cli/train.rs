@@ -21,7 +21,7 @@ use crate::output::gif;
 use crate::output::grid::tile;
 use crate::output::png::Image;
 use crate::score::{SCORE_HEADER, SCORE_IMAGES, SCORE_SEED, quality_of_generator, reference};
-use crate::train::{StepStats, TrainConfig, Trainer, checkpoint, classifier, epoch_rng};
+use crate::train::{StepStats, TrainConfig, Trainer, checkpoint, classifier, epoch_rng, run_dir};
 
 #[derive(Args)]
 #[command(after_help = "Ctrl-C, SIGTERM or SIGHUP finishes the current step, writes the checkpoint and exits with \
@@ -60,6 +60,10 @@ pub struct TrainArgs {
     /// --max-steps may extend the run
     #[arg(long)]
     resume: bool,
+    /// Start a new run in --out even though it holds one: first remove that run's checkpoint, CSV files, charts
+    /// and epoch pictures (without this, a fresh run into a folder with a checkpoint or losses.csv is refused)
+    #[arg(long, conflicts_with = "resume")]
+    overwrite: bool,
     /// Write a losses.csv row every N steps (averaged over them)
     #[arg(long, default_value_t = 10, value_name = "N")]
     log_every: u64,
@@ -117,6 +121,9 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
         )));
     }
     let total_steps = (config.epochs as u64 * per_epoch).min(args.max_steps.unwrap_or(u64::MAX));
+    if !args.resume && total_steps == 0 {
+        return Err(Error::Invalid("--max-steps must be at least 1 for a new run".into()));
+    }
     if trainer.step >= total_steps {
         eprintln!(
             "infogan: the checkpoint in {} is already at step {} of {total_steps}; raise --epochs or --max-steps to \
@@ -125,6 +132,18 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
             trainer.step
         );
         return Ok(Outcome::Done);
+    }
+    // From here on the run writes into `out`, which it holds until it ends.
+    let _lock = run_dir::RunLock::acquire(&out)?;
+    if !args.resume && run_dir::holds_a_run(&out) {
+        if !args.overwrite {
+            return Err(Error::Invalid(format!(
+                "{} already holds a run (a checkpoint or losses.csv): continue it with --resume, start over with \
+                 --overwrite (which removes its checkpoint, CSV files and pictures), or pass another --out",
+                out.display()
+            )));
+        }
+        run_dir::clear_run(&out)?;
     }
     // The image scores of every epoch end; a scorer that cannot be trained or cached
     // costs the scores, not the run.

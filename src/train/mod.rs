@@ -14,6 +14,7 @@
 
 pub mod checkpoint;
 pub mod classifier;
+pub mod run_dir;
 
 use ndarray::{Array2, Array4, Axis, s};
 use rand::SeedableRng;
