@@ -4,7 +4,7 @@
 //! The crate is layered, and each layer only uses the ones before it:
 //! `data`, `kernels` (GEMM, im2col) -> `layers`, `loss`, `optim` -> `models` ->
 //! `train`, `eval`, `score` -> `output` (PNG, GIF, CSV, charts, ONNX) -> `cli`.
-//! (`tensorfile`, `error`, `init`, `profile` and `testutil` are utilities used at every level.)
+//! (`tensorfile`, `files`, `error`, `init`, `profile` and `testutil` are utilities used at every level.)
 //!
 //! # Shape legend
 //! Comments write tensor shapes with these letters:
@@ -23,6 +23,7 @@ pub mod cli;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod files;
 pub mod init;
 pub mod kernels;
 pub mod layers;

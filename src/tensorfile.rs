@@ -3,7 +3,7 @@
 //! Writes are atomic: a temporary file in the same directory, then a rename.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
 use ndarray::{ArrayD, ArrayViewD};
@@ -19,9 +19,22 @@ pub struct TensorFile {
 }
 
 impl TensorFile {
-    /// Reads every tensor of `path`; all must be F32.
+    /// Reads every tensor of `path`; all must be F32. The header's length (the first
+    /// 8 bytes) is checked against the file's before the rest is read, so that a file
+    /// of zeros or of noise fails at once, however large.
     pub fn read(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+        let (mut file, len) = crate::files::open_regular(path)?;
+        let mut prefix = [0u8; 8];
+        let header_fits = file.read_exact(&mut prefix).is_ok() && {
+            let header = u64::from_le_bytes(prefix);
+            header >= 2 && header <= len - 8
+        };
+        if !header_fits {
+            return Err(Error::bad_file(path, "is not a valid safetensors file (its header length does not fit)"));
+        }
+        let mut bytes = prefix.to_vec();
+        bytes.reserve(usize::try_from(len - 8).unwrap_or(0));
+        file.read_to_end(&mut bytes).map_err(|e| Error::io("read", path, e))?;
         Self::parse(&bytes).map_err(|message| Error::bad_file(path, message))
     }
 

@@ -96,7 +96,15 @@ fn bad_input_gets_a_clear_error_and_no_panic() {
     let data = tiny_mnist(tmp.path(), 32);
     let out_dir = tmp.path().join("run");
 
+    // A sparse file of zeros: its header length (0) is refused before the rest is read.
+    let zeros = tmp.path().join("zeros.safetensors");
+    std::fs::File::create(&zeros).unwrap().set_len(1 << 30).unwrap();
+    let sample_from = |checkpoint: &str| -> Vec<String> {
+        ["sample", "--checkpoint", checkpoint, "--out", "x.png"].map(String::from).to_vec()
+    };
     let cases: Vec<(Vec<String>, &str)> = vec![
+        (sample_from("/dev/zero"), "not a regular file"),
+        (sample_from(zeros.to_str().unwrap()), "header length does not fit"),
         (vec!["train".into(), "--dataset".into(), "svhn".into()], "invalid value 'svhn'"),
         (
             vec!["train".into(), "--batch-size".into(), "0".into(), "--data-dir".into(), data.display().to_string()],

@@ -24,7 +24,7 @@ pub struct IdxImages {
 /// Reads a file whole, undoing gzip compression if the file starts with gzip's magic
 /// bytes (whatever its name).
 pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+    let raw = crate::files::read_regular(path)?;
     decompress(&raw).map_err(|m| Error::bad_file(path, m))
 }
 

@@ -217,7 +217,7 @@ fn load_cifar(dir: &Path, split: Split) -> Result<Dataset> {
     let (mut labels, mut pixels) = (Vec::new(), Vec::new());
     for name in files {
         let path = find_file(kind, &dir, &[name.to_string()])?;
-        let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
+        let bytes = crate::files::read_regular(&path)?;
         cifar::parse_records(&bytes, &mut labels, &mut pixels).map_err(|m| Error::bad_file(&path, m))?;
     }
     let meta = dir.join(cifar::META_FILE);
