@@ -118,6 +118,15 @@ fn small_valid_idx_files_load_compressed_or_raw() {
     assert_eq!(set.pixels, images.pixels);
 }
 
+/// A small gzip file whose header claims a billion images fails on its header alone.
+#[test]
+fn a_header_that_claims_more_than_a_gzip_file_can_hold_fails_at_once() {
+    let mut header = encode_images(&small_images(1))[..16].to_vec();
+    header[4..8].copy_from_slice(&1_000_000_000u32.to_be_bytes());
+    let e = decompress(&gzip(&[header, vec![0; 1 << 20]].concat())).unwrap_err();
+    assert!(e.contains("784000000016 bytes") && e.contains("can hold"), "{e}");
+}
+
 /// A gzip file of two members, as `cat a.gz b.gz` makes and `zcat` reads whole.
 #[test]
 fn multi_member_gzip_files_load_whole() {

@@ -28,19 +28,55 @@ pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>> {
     decompress(&raw).map_err(|m| Error::bad_file(path, m))
 }
 
+/// Deflate's best compression ratio: a 258-byte match costs at least 2 bits, so no
+/// gzip file holds more than about 1032 times its own size.
+const MAX_DEFLATE_RATIO: u64 = 1032;
+
 /// `bytes`, gunzipped if they start with gzip's magic bytes `1f 8b`. A gzip file may
 /// hold several members one after another (`cat a.gz b.gz`, or `pigz`), which `gzip
 /// -d` and `zcat` decode as one stream; so does this.
+///
+/// The IDX header is inflated first, and the rest only if the size it promises could
+/// fit in the compressed file, and then at most one byte past it: a small file whose
+/// header claims a billion images fails at once, instead of after inflating all it
+/// holds.
 pub fn decompress(bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
-    if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(bytes)
-            .read_to_end(&mut out)
-            .map_err(|e| format!("is not a valid gzip file ({e}); delete it and run the data step again"))?;
-        Ok(out)
-    } else {
-        Ok(bytes.to_vec())
+    if !bytes.starts_with(&[0x1f, 0x8b]) {
+        return Ok(bytes.to_vec());
     }
+    let bad = |e: std::io::Error| format!("is not a valid gzip file ({e}); delete it and run the data step again");
+    let mut stream = flate2::read::MultiGzDecoder::new(bytes);
+    let mut out = Vec::new();
+    // The magic number, whose last byte is the number of dimensions, then the dimensions.
+    (&mut stream).take(4).read_to_end(&mut out).map_err(bad)?;
+    if let [_, _, _, ndim] = out[..] {
+        let header_len = 4 + 4 * ndim as u64;
+        (&mut stream).take(header_len - 4).read_to_end(&mut out).map_err(bad)?;
+        if out.len() as u64 == header_len {
+            let claimed = out[4..]
+                .chunks_exact(4)
+                .map(|d| u32::from_be_bytes(d.try_into().expect("4 bytes")) as u64)
+                .try_fold(1u64, |acc, d| acc.checked_mul(d))
+                .and_then(|n| n.checked_add(header_len));
+            let most = MAX_DEFLATE_RATIO.saturating_mul(bytes.len() as u64).saturating_add(4096);
+            match claimed {
+                Some(total) if total <= most => {
+                    (&mut stream).take(total - header_len + 1).read_to_end(&mut out).map_err(bad)?;
+                    return Ok(out);
+                }
+                _ => {
+                    return Err(format!(
+                        "is truncated: its header promises {} bytes, more than a {}-byte gzip file can hold; delete it \
+                         and run the data step again",
+                        claimed.map_or("more than 2^64".to_string(), |n| n.to_string()),
+                        bytes.len()
+                    ));
+                }
+            }
+        }
+    }
+    stream.read_to_end(&mut out).map_err(bad)?;
+    Ok(out)
 }
 
 /// The header's dimensions, after checking the magic number and that the data that
