@@ -9,27 +9,12 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use tract_onnx::prelude::*;
 
 use infogan::data::DatasetKind;
-use infogan::models::{Architecture, default_latent};
 use infogan::output::onnx::generator_model;
-use infogan::train::{ContStd, TrainConfig, Trainer};
+use infogan::train::{TrainConfig, Trainer};
 
+/// The dataset's defaults, at a small batch.
 fn config(dataset: DatasetKind) -> TrainConfig {
-    TrainConfig {
-        arch: Architecture { dataset, latent: default_latent(dataset) },
-        model: infogan::models::ModelKind::InfoGan,
-        lambda_cat: 1.0,
-        lambda_cont: 0.1,
-        cont_std: ContStd::Learned,
-        diffaug: Default::default(),
-        mode_seeking: 0.0,
-        lr_d: 2e-4,
-        lr_g: 1e-3,
-        beta1: 0.5,
-        beta2: 0.999,
-        batch_size: 8,
-        epochs: 1,
-        seed: 5,
-    }
+    TrainConfig { batch_size: 8, seed: 5, ..TrainConfig::defaults(dataset) }
 }
 
 #[test]

@@ -6,36 +6,69 @@ use ndarray::Array4;
 use rand::{RngExt, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use crate::error::Result;
+use clap::Args;
+
+use super::flags::ModelFlags;
+use super::set_threads;
+use crate::data::DatasetKind;
+use crate::error::{Error, Result};
 use crate::kernels::gemm::macs_done;
 use crate::kernels::microkernel::{fma_peak_gflops, isa};
+use crate::models::ModelKind;
 use crate::profile::{self, Phase};
-use crate::train::Trainer;
+use crate::train::{DEFAULT_BATCH_SIZE, Trainer};
 
+#[derive(Args)]
 pub struct BenchArgs {
-    pub config: crate::train::TrainConfig,
-    pub steps: usize,
-    pub warmup: usize,
-    pub threads: usize,
-    /// Split each step's time into phases (`profile`), printed as a table on stderr
-    /// and as `profile_ms` in the JSON line.
-    pub profile: bool,
+    /// Architecture to time (random data of its image shape; no dataset files needed)
+    #[arg(long, value_enum, default_value_t)]
+    dataset: DatasetKind,
+    /// Images per step
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE, value_name = "N")]
+    batch_size: usize,
+    /// Timed steps (after 3 untimed warm-up steps)
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    steps: usize,
+    /// Worker threads [default: all cores, or RAYON_NUM_THREADS]
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// InfoGAN or the plain GAN
+    #[arg(long, value_enum, default_value_t)]
+    model: ModelKind,
+    /// Also split each step's time into phases (GEMM, im2col/col2im, layout moves, batch norm, activations,
+    /// losses, Adam, other): a table on stderr and "profile_ms" in the JSON line
+    #[arg(long)]
+    profile: bool,
+    #[command(flatten)]
+    flags: ModelFlags,
 }
 
-/// Runs `warmup` untimed steps, then `steps` timed ones, and prints one JSON line:
+/// Untimed steps before the timed ones: the first steps allocate and warm caches.
+const WARMUP: usize = 3;
+
+/// Runs `WARMUP` untimed steps, then `--steps` timed ones, and prints one JSON line:
 /// `images_per_s` (from the median step time), the GEMM arithmetic of a step
 /// (`gemm_gflop_per_step`, counted by the GEMM) and its rate at the median
 /// (`gemm_gflops_at_median`), the machine's FMA peak on the instruction set in use
 /// (`fma_peak_gflops`, measured by an FMA loop on every thread just before the
 /// steps) and the step's share of it (`fraction_of_peak`).
 pub fn run(args: BenchArgs) -> Result<()> {
-    let config = args.config;
+    let threads = set_threads(args.threads)?;
+    if args.steps == 0 {
+        return Err(Error::Invalid("--steps must be at least 1".into()));
+    }
+    let mut flags = args.flags.clone();
+    // The step of ../shared/reference/torch_step.py, whatever the dataset's
+    // training defaults add to it, unless asked for.
+    flags.diffaug.get_or_insert_with(|| "none".into());
+    flags.mode_seeking.get_or_insert(0.0);
+    let config = super::flags::config(&flags, args.dataset, args.model, Some(args.batch_size), None)?;
     let (c, h, w) = config.arch.dataset.image_shape();
     let n = config.batch_size;
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
     let real = Array4::from_shape_simple_fn((n, c, h, w), || rng.random_range(-1.0f32..1.0));
     let mut trainer = Trainer::new(config.clone());
-    for _ in 0..args.warmup {
+    for _ in 0..WARMUP {
         trainer.train_step(real.clone());
     }
     let peak = fma_peak_gflops(isa(), 200);
@@ -63,7 +96,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "dataset": config.arch.dataset.name(),
         "model": config.model.name(),
         "batch_size": n,
-        "threads": args.threads,
+        "threads": threads,
         "isa": isa().name(),
         "steps": args.steps,
         "images_per_s": round(n as f64 / median, 1),

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::DatasetArg;
 use crate::data::{self, DatasetKind, Split};
 use crate::error::{Error, Result};
 use crate::score::{SCORE_IMAGES, quality_of_dataset, quality_of_generator, reference};
@@ -27,7 +26,7 @@ pub struct ScoreArgs {
     real: bool,
     /// The dataset, with --real (a checkpoint names its own)
     #[arg(long, value_enum)]
-    dataset: Option<DatasetArg>,
+    dataset: Option<crate::data::DatasetKind>,
     /// Folder holding the dataset's official files [default: data/<dataset>]
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -52,7 +51,7 @@ pub fn run(args: ScoreArgs) -> Result<()> {
     let loaded = args.checkpoint.as_ref().map(|p| checkpoint::load(p)).transpose()?;
     let dataset: DatasetKind = match (&loaded, args.dataset) {
         (Some(l), _) => l.config.arch.dataset,
-        (None, Some(d)) => d.into(),
+        (None, Some(d)) => d,
         (None, None) => return Err(Error::Invalid("--real needs --dataset".into())),
     };
     let dir = args.data_dir.clone().unwrap_or_else(|| dataset.default_dir());

@@ -10,11 +10,12 @@ use clap::Args;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use super::{DatasetArg, ModelArg, ModelFlags, default_epochs, default_out, set_threads};
+use super::flags::{self, ModelFlags, default_text, epochs_help};
+use super::{default_out, set_threads};
 use crate::data::{self, DatasetKind, Shuffler, Split};
 use crate::error::{Error, Result};
 use crate::eval::{categorical_accuracy, lower_bounds, mean_rows};
-use crate::models::LatentBatch;
+use crate::models::{LatentBatch, ModelKind};
 use crate::output::csv::{CsvLog, LOSS_HEADER};
 use crate::output::curves::losses_chart;
 use crate::output::gif;
@@ -27,35 +28,31 @@ use crate::train::{StepStats, TrainConfig, Trainer, checkpoint, classifier, epoc
 #[command(after_help = "Ctrl-C, SIGTERM or SIGHUP finishes the current step, writes the checkpoint and exits with \
 status 75 (EX_TEMPFAIL: stopped, continue with --resume); a finished run exits with 0, a failed one with 1.")]
 pub struct TrainArgs {
-    /// Dataset to train on [default: mnist]
-    #[arg(long, value_enum)]
-    dataset: Option<DatasetArg>,
+    #[arg(long, value_enum, help = format!("Dataset to train on [default: {}]", DatasetKind::default().name()))]
+    dataset: Option<DatasetKind>,
     /// Folder holding the dataset's official files [default: data/<dataset>]
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Folder for samples, curves, logs and the checkpoint [default: runs/<dataset>-<model>]
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Passes over the training set [default: the whole number closest to 5,000 steps: 5 for MNIST and
-    /// Fashion-MNIST, 63 for the 5,085-image CIFAR-10 subset, 6 for the full CIFAR-10]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", help = epochs_help())]
     epochs: Option<usize>,
     /// Stop after N optimizer steps in total, counting those before a --resume, and write the checkpoint and
     /// outputs as at an epoch end
     #[arg(long, value_name = "N")]
     max_steps: Option<u64>,
-    /// Images per mini-batch [default: 64]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", help = format!("Images per mini-batch {}", default_text(|c| c.batch_size.to_string())))]
     batch_size: Option<usize>,
-    /// Seed of every random choice: initial weights, data order, latent vectors [default: 1]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", help = format!(
+        "Seed of every random choice: initial weights, data order, latent vectors {}",
+        default_text(|c| c.seed.to_string())))]
     seed: Option<u64>,
     /// Worker threads [default: all cores, or RAYON_NUM_THREADS]
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
-    /// InfoGAN, or the plain GAN baseline [default: infogan]
-    #[arg(long, value_enum)]
-    model: Option<ModelArg>,
+    #[arg(long, value_enum, help = format!("InfoGAN, or the plain GAN baseline [default: {}]", ModelKind::default().name()))]
+    model: Option<ModelKind>,
     /// Continue from <out>/checkpoint.safetensors; the checkpoint's configuration is used, and --epochs or
     /// --max-steps may extend the run
     #[arg(long)]
@@ -100,7 +97,7 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     let data_dir = args.data_dir.clone().unwrap_or_else(|| dataset.default_dir());
     let train_set = data::load(dataset, &data_dir, Split::Train)?;
     if !args.resume && args.epochs.is_none() {
-        trainer.config.epochs = default_epochs(train_set.len(), config.batch_size);
+        trainer.config.epochs = crate::train::default_epochs(train_set.len(), config.batch_size);
     }
     let config = trainer.config.clone();
     let test_set = match data::load(dataset, &data_dir, Split::Test) {
@@ -291,22 +288,25 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
 }
 
 fn fresh(args: &TrainArgs) -> Result<(Trainer, PathBuf)> {
-    let dataset: DatasetKind = args.dataset.unwrap_or(DatasetArg::Mnist).into();
-    let model = args.model.unwrap_or(ModelArg::Infogan).into();
-    // The default epochs depend on the training set's size; `run` sets them once
-    // the data is loaded.
-    let epochs = args.epochs.unwrap_or(1);
-    let config = args.flags.config(dataset, model, args.batch_size.unwrap_or(64), epochs, args.seed.unwrap_or(1))?;
+    let dataset = args.dataset.unwrap_or_default();
+    let model = args.model.unwrap_or_default();
+    let mut config = flags::config(&args.flags, dataset, model, args.batch_size, args.seed)?;
+    // Without --epochs, `run` sets the default for the training set's size once the
+    // data is loaded.
+    if let Some(e) = args.epochs {
+        config.epochs = e;
+        config.validate()?;
+    }
     let out = args.out.clone().unwrap_or_else(|| default_out(dataset, model));
     prepare_out(&out)?;
     Ok((Trainer::new(config), out))
 }
 
 fn resume(args: &TrainArgs) -> Result<(Trainer, PathBuf)> {
-    let dataset: Option<DatasetKind> = args.dataset.map(Into::into);
+    let dataset: Option<DatasetKind> = args.dataset;
     let out = match &args.out {
         Some(out) => out.clone(),
-        None => default_out(dataset.unwrap_or(DatasetKind::Mnist), args.model.unwrap_or(ModelArg::Infogan).into()),
+        None => default_out(dataset.unwrap_or_default(), args.model.unwrap_or_default()),
     };
     let path = out.join("checkpoint.safetensors");
     if !path.is_file() {
@@ -324,7 +324,7 @@ fn resume(args: &TrainArgs) -> Result<(Trainer, PathBuf)> {
     {
         conflicts.push(format!("--dataset {d} (the checkpoint has {})", c.arch.dataset));
     }
-    if let Some(m) = args.model.map(crate::models::ModelKind::from)
+    if let Some(m) = args.model
         && m != c.model
     {
         conflicts.push(format!("--model {} (the checkpoint has {})", m.name(), c.model.name()));
@@ -349,6 +349,7 @@ fn resume(args: &TrainArgs) -> Result<(Trainer, PathBuf)> {
     }
     if let Some(e) = args.epochs {
         trainer.config.epochs = e;
+        trainer.config.validate()?;
     }
     eprintln!("infogan: resuming from {} at step {}", path.display(), trainer.step);
     Ok((trainer, out))

@@ -13,8 +13,10 @@ use rand::{Rng, RngExt};
 use crate::error::{Error, Result};
 
 /// The datasets the tool knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum DatasetKind {
+    /// The default of every command that takes a dataset.
+    #[default]
     Mnist,
     FashionMnist,
     Cifar10,
@@ -32,6 +34,15 @@ impl DatasetKind {
         }
     }
 
+    /// The name in prose: "MNIST", "Fashion-MNIST", "CIFAR-10".
+    pub fn display_name(self) -> &'static str {
+        match self {
+            DatasetKind::Mnist => "MNIST",
+            DatasetKind::FashionMnist => "Fashion-MNIST",
+            DatasetKind::Cifar10 => "CIFAR-10",
+        }
+    }
+
     /// Parses a dataset name, with an error that lists the known ones.
     pub fn parse(name: &str) -> Result<Self> {
         Self::ALL.into_iter().find(|k| k.name() == name).ok_or_else(|| {
@@ -45,6 +56,15 @@ impl DatasetKind {
         match self {
             DatasetKind::Mnist | DatasetKind::FashionMnist => (1, 28, 28),
             DatasetKind::Cifar10 => (3, cifar::SIDE, cifar::SIDE),
+        }
+    }
+
+    /// Images in the full official training split (the shared CIFAR-10 subset has
+    /// fewer; `Dataset::len` tells).
+    pub fn train_images(self) -> usize {
+        match self {
+            DatasetKind::Mnist | DatasetKind::FashionMnist => 60_000,
+            DatasetKind::Cifar10 => 50_000,
         }
     }
 

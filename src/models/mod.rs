@@ -20,10 +20,14 @@ pub use sequential::{Layer, Sequential};
 pub const LEAKY_SLOPE: f32 = 0.1;
 
 /// InfoGAN, or the plain GAN baseline (same networks, no information term).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelKind {
+    /// InfoGAN: the information term in both losses
+    #[default]
+    #[value(name = "infogan")]
     InfoGan,
+    /// A plain GAN: no information term; Q is trained only as a probe
     Gan,
 }
 

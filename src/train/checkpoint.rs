@@ -89,6 +89,9 @@ pub fn load(path: &Path) -> Result<Loaded> {
     }
     let config: TrainConfig = serde_json::from_str(file.meta("config", path)?)
         .map_err(|e| Error::bad_file(path, format!("has an unreadable configuration ({e})")))?;
+    // The configuration sizes the networks built next: an edited or damaged one must
+    // be an error here, not an allocation failure or a panic later.
+    config.validate().map_err(|e| Error::bad_file(path, format!("has an invalid configuration: {e}")))?;
     // The weights are overwritten below; the initialisation RNG does not matter.
     let (mut generator, mut discriminator) = models::build(&config.arch, &mut Xoshiro256PlusPlus::seed_from_u64(0));
     for (prefix, net) in parts(&mut generator, &mut discriminator) {

@@ -14,116 +14,19 @@
 
 pub mod checkpoint;
 pub mod classifier;
+pub mod config;
 pub mod run_dir;
+
+pub use config::{ContStd, DEFAULT_BATCH_SIZE, DEFAULT_SEED, DEFAULT_STEPS, TrainConfig, default_epochs};
 
 use ndarray::{Array2, Array4, Axis, s};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
-use serde::{Deserialize, Serialize};
 
-use crate::layers::{AugmentPolicy, DiffAugment};
+use crate::layers::DiffAugment;
 use crate::loss::{bce_with_logits, cross_entropy, gaussian_nll, mode_seeking};
-use crate::models::{self, Architecture, Discriminator, Generator, LatentBatch, ModelKind};
+use crate::models::{self, Discriminator, Generator, LatentBatch, ModelKind};
 use crate::optim::Adam;
-
-/// Everything that defines a training run; stored in every checkpoint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainConfig {
-    pub arch: Architecture,
-    pub model: ModelKind,
-    pub lambda_cat: f32,
-    pub lambda_cont: f32,
-    /// Checkpoints written before this setting existed learned the std.
-    #[serde(default = "ContStd::learned")]
-    pub cont_std: ContStd,
-    /// DiffAugment before D (Zhao et al., 2020); checkpoints written before this
-    /// setting existed had none.
-    #[serde(default)]
-    pub diffaug: AugmentPolicy,
-    /// Weight of MSGAN's mode-seeking term in G's loss (`loss::mode_seeking`); 0 for
-    /// none, as in checkpoints written before this setting existed.
-    #[serde(default)]
-    pub mode_seeking: f32,
-    pub lr_d: f32,
-    pub lr_g: f32,
-    pub beta1: f32,
-    pub beta2: f32,
-    pub batch_size: usize,
-    pub epochs: usize,
-    pub seed: u64,
-}
-
-/// The settings a run takes unless told otherwise. They differ by dataset: MNIST's
-/// (also used for Fashion-MNIST) were chosen on MNIST, CIFAR-10's on the CIFAR-10
-/// subset, each on several seeds (README, "How the defaults were chosen").
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Defaults {
-    pub lambda_cat: f32,
-    pub lambda_cont: f32,
-    pub lr_d: f32,
-    pub lr_g: f32,
-    pub diffaug: AugmentPolicy,
-    pub mode_seeking: f32,
-}
-
-impl Defaults {
-    pub fn for_dataset(dataset: crate::data::DatasetKind) -> Self {
-        use crate::data::DatasetKind;
-        match dataset {
-            DatasetKind::Mnist | DatasetKind::FashionMnist => Defaults {
-                lambda_cat: 0.5,
-                lambda_cont: 0.1,
-                lr_d: 1e-3,
-                lr_g: 1e-3,
-                diffaug: AugmentPolicy::default(),
-                mode_seeking: 0.0,
-            },
-            // On 5,085 images D memorises the training set (DiffAugment), each
-            // categorical value then draws one picture (mode seeking), and the DCGAN
-            // family's learning rates keep the two networks level; with those, the
-            // paper's weight of 1 for the categorical code does best.
-            DatasetKind::Cifar10 => Defaults {
-                lambda_cat: 1.0,
-                lambda_cont: 0.1,
-                lr_d: 2e-4,
-                lr_g: 2e-4,
-                diffaug: AugmentPolicy { color: true, translation: true, cutout: true },
-                mode_seeking: 1.0,
-            },
-        }
-    }
-}
-
-/// How Q scores a continuous code: a Gaussian whose standard deviation is either
-/// fixed at 1 or predicted by Q (its log-std outputs).
-///
-/// The InfoGAN authors' MNIST code uses `Uniform(1, fix_std=True)`: with the std
-/// fixed, the NLL is `0.5 (c - mean)^2 + const`. With a learned std the gradient on
-/// the mean is scaled by `1 / std^2`, which grows as Q gets precise; the continuous
-/// codes then win the trunk's capacity from the categorical code and take over
-/// digit identity (a traversal that turns a 4 into a 9).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ContStd {
-    /// std 1: Q's log-std outputs are ignored (and get no gradient).
-    Fixed,
-    /// std `exp(logstd)` from Q's log-std outputs.
-    Learned,
-}
-
-impl ContStd {
-    fn learned() -> Self {
-        ContStd::Learned
-    }
-
-    /// The flag value, as in `--cont-std fixed`.
-    pub fn name(self) -> &'static str {
-        match self {
-            ContStd::Fixed => "fixed",
-            ContStd::Learned => "learned",
-        }
-    }
-}
 
 /// What one step measured.
 #[derive(Debug, Clone, Default)]
@@ -326,26 +229,10 @@ pub fn info_loss(config: &TrainConfig, q: &Array2<f32>, latent: &LatentBatch) ->
 mod tests {
     use super::*;
     use crate::data::DatasetKind;
-    use crate::models::default_latent;
     use rand::RngExt;
 
     fn config(cont_std: ContStd) -> TrainConfig {
-        TrainConfig {
-            arch: Architecture { dataset: DatasetKind::Mnist, latent: default_latent(DatasetKind::Mnist) },
-            model: ModelKind::InfoGan,
-            lambda_cat: 1.0,
-            lambda_cont: 0.5,
-            cont_std,
-            diffaug: AugmentPolicy::default(),
-            mode_seeking: 0.0,
-            lr_d: 2e-4,
-            lr_g: 1e-3,
-            beta1: 0.5,
-            beta2: 0.999,
-            batch_size: 4,
-            epochs: 1,
-            seed: 3,
-        }
+        TrainConfig { lambda_cat: 1.0, lambda_cont: 0.5, cont_std, ..TrainConfig::defaults(DatasetKind::Mnist) }
     }
 
     /// With the std fixed at 1 the continuous codes' loss is `0.5 (c - mean)^2 +

@@ -1,0 +1,254 @@
+//! What defines a training run (`TrainConfig`, stored in every checkpoint), the
+//! defaults of each dataset, and the one check that every configuration passes,
+//! whether it comes from flags or from a checkpoint's metadata.
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::DatasetKind;
+use crate::error::{Error, Result};
+use crate::layers::AugmentPolicy;
+use crate::models::{Architecture, ModelKind, default_latent};
+
+/// Everything that defines a training run; stored in every checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub arch: Architecture,
+    pub model: ModelKind,
+    pub lambda_cat: f32,
+    pub lambda_cont: f32,
+    /// Checkpoints written before this setting existed learned the std.
+    #[serde(default = "ContStd::learned")]
+    pub cont_std: ContStd,
+    /// DiffAugment before D (Zhao et al., 2020); checkpoints written before this
+    /// setting existed had none.
+    #[serde(default)]
+    pub diffaug: AugmentPolicy,
+    /// Weight of MSGAN's mode-seeking term in G's loss (`loss::mode_seeking`); 0 for
+    /// none, as in checkpoints written before this setting existed.
+    #[serde(default)]
+    pub mode_seeking: f32,
+    pub lr_d: f32,
+    pub lr_g: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub batch_size: usize,
+    pub epochs: usize,
+    pub seed: u64,
+}
+
+/// How Q scores a continuous code: a Gaussian whose standard deviation is either
+/// fixed at 1 or predicted by Q (its log-std outputs).
+///
+/// The InfoGAN authors' MNIST code uses `Uniform(1, fix_std=True)`: with the std
+/// fixed, the NLL is `0.5 (c - mean)^2 + const`. With a learned std the gradient on
+/// the mean is scaled by `1 / std^2`, which grows as Q gets precise; the continuous
+/// codes then win the trunk's capacity from the categorical code and take over
+/// digit identity (a traversal that turns a 4 into a 9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ContStd {
+    /// Standard deviation 1, as in the InfoGAN authors' code; Q's log-std outputs are unused
+    Fixed,
+    /// Standard deviation predicted by Q's log-std outputs
+    Learned,
+}
+
+impl ContStd {
+    fn learned() -> Self {
+        ContStd::Learned
+    }
+
+    /// The flag value, as in `--cont-std fixed`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ContStd::Fixed => "fixed",
+            ContStd::Learned => "learned",
+        }
+    }
+}
+
+/// Optimizer steps that the default number of epochs aims at: about what the
+/// InfoGAN authors' code runs (5,000 updates), and about 15 minutes of MNIST on 2
+/// cores (README, Results).
+pub const DEFAULT_STEPS: usize = 5000;
+
+/// Images per mini-batch unless told otherwise (training and `infogan bench`).
+pub const DEFAULT_BATCH_SIZE: usize = 64;
+
+/// The seed of a run unless told otherwise.
+pub const DEFAULT_SEED: u64 = 1;
+
+/// The default epochs for a training set: the whole number of epochs closest to
+/// `DEFAULT_STEPS` (5 for MNIST at batch 64; for CIFAR-10, 63 on the 5,085-image
+/// subset, 6 on the full 50,000).
+pub fn default_epochs(train_images: usize, batch_size: usize) -> usize {
+    let per_epoch = (train_images / batch_size.max(1)).max(1);
+    (DEFAULT_STEPS as f64 / per_epoch as f64).round().max(1.0) as usize
+}
+
+/// Largest values a configuration may hold. They are far beyond any sensible run and
+/// keep the networks' sizes (and the memory they take) within what a computer has,
+/// so that a mistyped flag or an edited checkpoint is an error, not an abort.
+pub mod limits {
+    /// Images per batch.
+    pub const BATCH_SIZE: usize = 8192;
+    /// Entries of the latent vector (noise and codes together).
+    pub const LATENT: usize = 10_000;
+    /// Values of one categorical code.
+    pub const CATEGORICAL_VALUES: usize = 1000;
+    /// Passes over the training set.
+    pub const EPOCHS: usize = 1_000_000;
+}
+
+impl TrainConfig {
+    /// The settings a run on `dataset` takes unless told otherwise. They differ by
+    /// dataset: MNIST's (also used for Fashion-MNIST) were chosen on MNIST, CIFAR-10's
+    /// on the CIFAR-10 subset, each on several seeds (README, "How the defaults were
+    /// chosen"). `epochs` is the default for the dataset's full official training set;
+    /// `default_epochs` gives it for another size.
+    pub fn defaults(dataset: DatasetKind) -> Self {
+        let batch_size = DEFAULT_BATCH_SIZE;
+        let mnist_like = TrainConfig {
+            arch: Architecture { dataset, latent: default_latent(dataset) },
+            model: ModelKind::InfoGan,
+            lambda_cat: 0.5,
+            lambda_cont: 0.1,
+            cont_std: ContStd::Fixed,
+            diffaug: AugmentPolicy::default(),
+            mode_seeking: 0.0,
+            lr_d: 1e-3,
+            lr_g: 1e-3,
+            beta1: 0.5,
+            beta2: 0.999,
+            batch_size,
+            epochs: default_epochs(dataset.train_images(), batch_size),
+            seed: DEFAULT_SEED,
+        };
+        match dataset {
+            DatasetKind::Mnist | DatasetKind::FashionMnist => mnist_like,
+            // On 5,085 images D memorises the training set (DiffAugment), each
+            // categorical value then draws one picture (mode seeking), and the DCGAN
+            // family's learning rates keep the two networks level; with those, the
+            // paper's weight of 1 for the categorical code does best.
+            DatasetKind::Cifar10 => TrainConfig {
+                lambda_cat: 1.0,
+                lr_d: 2e-4,
+                lr_g: 2e-4,
+                diffaug: AugmentPolicy { color: true, translation: true, cutout: true },
+                mode_seeking: 1.0,
+                ..mnist_like
+            },
+        }
+    }
+
+    /// Checks every value: the one gate of configurations given as flags and of those
+    /// read from a checkpoint. The message names the flag that sets the value.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::Invalid(msg));
+        let positive = |v: f32| v.is_finite() && v > 0.0;
+        if self.batch_size < 2 {
+            return bad(format!(
+                "--batch-size {} is too small: batch norm needs at least 2 images per batch",
+                self.batch_size
+            ));
+        }
+        if self.batch_size > limits::BATCH_SIZE {
+            return bad(format!("--batch-size {} is larger than the limit of {}", self.batch_size, limits::BATCH_SIZE));
+        }
+        if !positive(self.lr_d) || !positive(self.lr_g) {
+            return bad(format!(
+                "learning rates must be positive numbers, got --lr-d {} --lr-g {}",
+                self.lr_d, self.lr_g
+            ));
+        }
+        for (flag, b) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            if !(0.0..1.0).contains(&b) {
+                return bad(format!("--{flag} {b} must be in [0, 1)"));
+            }
+        }
+        if self.mode_seeking > 0.0 && !self.batch_size.is_multiple_of(2) {
+            return bad(format!(
+                "--mode-seeking pairs the images of a batch: --batch-size {} must be even",
+                self.batch_size
+            ));
+        }
+        for (flag, l) in
+            [("lambda-cat", self.lambda_cat), ("lambda-cont", self.lambda_cont), ("mode-seeking", self.mode_seeking)]
+        {
+            if !(l.is_finite() && l >= 0.0) {
+                return bad(format!("--{flag} {l} must be a number >= 0"));
+            }
+        }
+        let latent = &self.arch.latent;
+        if let Some(&k) = latent.categorical.iter().find(|&&k| !(2..=limits::CATEGORICAL_VALUES).contains(&k)) {
+            return bad(format!(
+                "--categorical: a code of {k} values; each code needs from 2 to {} values",
+                limits::CATEGORICAL_VALUES
+            ));
+        }
+        // Summed with checks, so that absurd sizes cannot overflow.
+        let size = [latent.noise, latent.continuous.saturating_mul(2)]
+            .into_iter()
+            .chain(latent.categorical.iter().copied())
+            .fold(0usize, usize::saturating_add);
+        if size == 0 {
+            return bad("the latent vector is empty: give --noise, --categorical or --continuous".into());
+        }
+        if size > limits::LATENT {
+            return bad(format!(
+                "the latent vector (--noise {}, --categorical {:?}, --continuous {}) is larger than the limit of {} \
+                 entries",
+                latent.noise,
+                latent.categorical,
+                latent.continuous,
+                limits::LATENT
+            ));
+        }
+        if self.epochs == 0 || self.epochs > limits::EPOCHS {
+            return bad(format!("--epochs {} must be from 1 to {}", self.epochs, limits::EPOCHS));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_valid_and_each_flaw_is_named() {
+        for dataset in [DatasetKind::Mnist, DatasetKind::FashionMnist, DatasetKind::Cifar10] {
+            TrainConfig::defaults(dataset).validate().unwrap();
+        }
+        let base = TrainConfig::defaults(DatasetKind::Mnist);
+        type Change = Box<dyn Fn(&mut TrainConfig)>;
+        let cases: Vec<(&str, Change)> = vec![
+            ("--batch-size 0", Box::new(|c| c.batch_size = 0)),
+            ("--batch-size 1", Box::new(|c| c.batch_size = 1)),
+            ("--batch-size 100000", Box::new(|c| c.batch_size = 100_000)),
+            ("--lr-d -1", Box::new(|c| c.lr_d = -1.0)),
+            ("--lr-g NaN", Box::new(|c| c.lr_g = f32::NAN)),
+            ("--beta2 1", Box::new(|c| c.beta2 = 1.0)),
+            ("--lambda-cat -1", Box::new(|c| c.lambda_cat = -1e30)),
+            ("a code of 0 values", Box::new(|c| c.arch.latent.categorical = vec![0, 10])),
+            ("larger than the limit", Box::new(|c| c.arch.latent.noise = 1_000_000_000)),
+            ("larger than the limit", Box::new(|c| c.arch.latent.continuous = usize::MAX)),
+            ("empty", Box::new(|c| c.arch.latent = crate::models::LatentSpec::default())),
+            ("--epochs 0", Box::new(|c| c.epochs = 0)),
+        ];
+        for (expected, change) in cases {
+            let mut c = base.clone();
+            change(&mut c);
+            let e = c.validate().expect_err(expected).to_string();
+            assert!(e.contains(expected), "expected a message with {expected:?}, got {e:?}");
+        }
+    }
+
+    #[test]
+    fn default_epochs_aim_at_5000_steps() {
+        assert_eq!(default_epochs(60_000, 64), 5);
+        assert_eq!(default_epochs(5_085, 64), 63);
+        assert_eq!(default_epochs(50_000, 64), 6);
+        assert_eq!(TrainConfig::defaults(DatasetKind::Cifar10).epochs, 6);
+    }
+}
