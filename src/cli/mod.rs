@@ -76,8 +76,8 @@ pub fn set_threads(threads: Option<usize>) -> Result<usize> {
 pub const EXIT_STOPPED: u8 = 75;
 
 /// Parses the command line and runs the subcommand.
-pub fn run(cli: Cli) -> Result<train::Outcome> {
-    let done = |r: Result<()>| r.map(|()| train::Outcome::Done);
+pub fn run(cli: Cli) -> Result<crate::train::run::Outcome> {
+    let done = |r: Result<()>| r.map(|()| crate::train::run::Outcome::Done);
     match cli.command {
         Command::Train(args) => train::run(args),
         Command::Sample(args) => done(sample::run(args)),
@@ -117,8 +117,8 @@ pub fn main() -> std::process::ExitCode {
     }));
     let cli = Cli::parse();
     match run(cli) {
-        Ok(train::Outcome::Done) => std::process::ExitCode::SUCCESS,
-        Ok(train::Outcome::Stopped) => std::process::ExitCode::from(EXIT_STOPPED),
+        Ok(crate::train::run::Outcome::Done) => std::process::ExitCode::SUCCESS,
+        Ok(crate::train::run::Outcome::Stopped) => std::process::ExitCode::from(EXIT_STOPPED),
         Err(e) => {
             eprintln!("error: {e}");
             std::process::ExitCode::FAILURE

@@ -10,3 +10,4 @@ pub mod grid;
 #[cfg(feature = "onnx")]
 pub mod onnx;
 pub mod png;
+pub mod run_files;

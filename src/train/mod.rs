@@ -15,6 +15,7 @@
 pub mod checkpoint;
 pub mod classifier;
 pub mod config;
+pub mod run;
 pub mod run_dir;
 
 pub use config::{ContStd, DEFAULT_BATCH_SIZE, DEFAULT_SEED, DEFAULT_STEPS, TrainConfig, default_epochs};
