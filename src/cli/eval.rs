@@ -8,7 +8,7 @@ use clap::Args;
 use crate::data::{self, Split};
 use crate::error::{Error, Result};
 use crate::eval::categorical_accuracy;
-use crate::train::checkpoint;
+use crate::models::weights;
 
 #[derive(Args)]
 pub struct EvalArgs {
@@ -35,15 +35,15 @@ enum BnStats {
 
 pub fn run(args: EvalArgs) -> Result<()> {
     super::set_threads(args.threads)?;
-    let mut loaded = checkpoint::load(&args.checkpoint)?;
-    let spec = &loaded.config.arch.latent;
+    let mut loaded = weights::load(&args.checkpoint)?;
+    let spec = &loaded.arch.latent;
     if spec.categorical.is_empty() {
         return Err(Error::Invalid(format!(
             "{} has no categorical code to evaluate (trained with --categorical none)",
             args.checkpoint.display()
         )));
     }
-    let dataset = loaded.config.arch.dataset;
+    let dataset = loaded.arch.dataset;
     let dir = args.data_dir.unwrap_or_else(|| dataset.default_dir());
     let test = data::load(dataset, &dir, Split::Test)?;
     let e = categorical_accuracy(&mut loaded.discriminator, spec, &test, args.bn_stats == BnStats::Batch);
@@ -56,7 +56,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let line = serde_json::json!({
         "checkpoint": args.checkpoint.display().to_string(),
         "dataset": dataset.name(),
-        "model": loaded.config.model.name(),
+        "model": loaded.model.name(),
         "test_images": test.len(),
         "categorical_accuracy": (e.accuracy * 1e4).round() / 1e4,
         "purity": e.purity.iter().map(|p| p.map(|p| (p * 1e4).round() / 1e4)).collect::<Vec<_>>(),

@@ -10,9 +10,9 @@ use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::error::Result;
+use crate::models::weights;
 use crate::output::onnx;
 use crate::tensorfile::TensorFile;
-use crate::train::checkpoint;
 
 /// Latent vectors in a check vector.
 const CHECK_BATCH: usize = 8;
@@ -34,8 +34,8 @@ pub struct ExportArgs {
 }
 
 pub fn run(args: ExportArgs) -> Result<()> {
-    let mut loaded = checkpoint::load(&args.checkpoint)?;
-    let arch = loaded.config.arch.clone();
+    let mut loaded = weights::load(&args.checkpoint)?;
+    let arch = loaded.arch.clone();
     let model = onnx::generator_model(&loaded.generator, &arch)?;
     onnx::save(&model, &args.out)?;
     eprintln!("infogan: wrote {} (opset {}, latent [batch, {}])", args.out.display(), onnx::OPSET, arch.latent.size());

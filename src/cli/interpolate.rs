@@ -11,11 +11,11 @@ use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::error::{Error, Result};
+use crate::models::weights;
 use crate::models::{Generator, LatentSpec};
 use crate::output::gif;
 use crate::output::grid::{tile, upscale};
 use crate::output::png::Image;
-use crate::train::checkpoint;
 
 #[derive(Args)]
 pub struct InterpolateArgs {
@@ -50,8 +50,8 @@ pub fn run(args: InterpolateArgs) -> Result<()> {
     if args.steps < 2 || args.n == 0 {
         return Err(Error::Invalid("--steps must be at least 2 and --n at least 1".into()));
     }
-    let mut loaded = checkpoint::load(&args.checkpoint)?;
-    let spec = loaded.config.arch.latent.clone();
+    let mut loaded = weights::load(&args.checkpoint)?;
+    let spec = loaded.arch.latent.clone();
     std::fs::create_dir_all(&args.out_dir).map_err(|e| Error::Io {
         action: "create the folder",
         path: args.out_dir.clone(),

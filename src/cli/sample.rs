@@ -8,8 +8,8 @@ use rand::{RngExt, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::error::{Error, Result};
+use crate::models::weights;
 use crate::output::grid::tile;
-use crate::train::checkpoint;
 
 #[derive(Args)]
 pub struct SampleArgs {
@@ -35,8 +35,8 @@ pub struct SampleArgs {
 }
 
 pub fn run(args: SampleArgs) -> Result<()> {
-    let mut loaded = checkpoint::load(&args.checkpoint)?;
-    let spec = loaded.config.arch.latent.clone();
+    let mut loaded = weights::load(&args.checkpoint)?;
+    let spec = loaded.arch.latent.clone();
     if args.n == 0 {
         return Err(Error::Invalid("--n must be at least 1".into()));
     }

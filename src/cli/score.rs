@@ -9,8 +9,9 @@ use clap::Args;
 
 use crate::data::{self, DatasetKind, Split};
 use crate::error::{Error, Result};
+use crate::models::weights;
 use crate::score::{SCORE_IMAGES, quality_of_dataset, quality_of_generator, reference};
-use crate::train::{checkpoint, classifier};
+use crate::train::classifier;
 
 #[derive(Args)]
 #[command(after_help = "The figures come from a small classifier trained here on the dataset's own training images \
@@ -48,9 +49,9 @@ const MAX_IMAGES: usize = 50_000;
 
 pub fn run(args: ScoreArgs) -> Result<()> {
     super::set_threads(args.threads)?;
-    let loaded = args.checkpoint.as_ref().map(|p| checkpoint::load(p)).transpose()?;
+    let loaded = args.checkpoint.as_ref().map(|p| weights::load(p)).transpose()?;
     let dataset: DatasetKind = match (&loaded, args.dataset) {
-        (Some(l), _) => l.config.arch.dataset,
+        (Some(l), _) => l.arch.dataset,
         (None, Some(d)) => d,
         (None, None) => return Err(Error::Invalid("--real needs --dataset".into())),
     };
@@ -65,7 +66,7 @@ pub fn run(args: ScoreArgs) -> Result<()> {
     }
     let (source, q) = match loaded {
         Some(mut l) => {
-            let spec = l.config.arch.latent.clone();
+            let spec = l.arch.latent.clone();
             let q =
                 quality_of_generator(&mut l.generator, &spec, &mut scorer.classifier, &reference, images, args.seed);
             (args.checkpoint.as_ref().expect("a checkpoint").display().to_string(), q)

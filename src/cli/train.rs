@@ -236,7 +236,7 @@ fn resume(args: &TrainArgs) -> Result<(Trainer, PathBuf)> {
             path.display()
         )));
     }
-    let mut trainer = checkpoint::load(&path)?.into_trainer(&path)?;
+    let mut trainer = checkpoint::load(&path)?;
     let c: &TrainConfig = &trainer.config;
     let mut conflicts = args.flags.conflicts(c);
     if let Some(d) = dataset

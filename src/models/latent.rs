@@ -3,6 +3,8 @@
 //! continuous]`, in that order, in one `[N, L]` matrix.
 
 use ndarray::{Array2, s};
+
+use crate::error::{Error, Result};
 use rand::{Rng, RngExt};
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +30,48 @@ pub struct LatentBatch {
     pub cont: Array2<f32>,
 }
 
+/// Largest latent layouts: far beyond any sensible model, they keep the networks'
+/// sizes within what a computer has, so that a mistyped flag or an edited checkpoint
+/// is an error, not an allocation failure.
+pub mod limits {
+    /// Entries of the latent vector (noise and codes together) and of Q's outputs.
+    pub const LATENT: usize = 10_000;
+    /// Values of one categorical code.
+    pub const CATEGORICAL_VALUES: usize = 1000;
+}
+
 impl LatentSpec {
+    /// Checks the layout against `limits`; the message names the flags that set it.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::Invalid(msg));
+        if let Some(&k) = self.categorical.iter().find(|&&k| !(2..=limits::CATEGORICAL_VALUES).contains(&k)) {
+            return bad(format!(
+                "--categorical: a code of {k} values; each code needs from 2 to {} values",
+                limits::CATEGORICAL_VALUES
+            ));
+        }
+        // Summed with checks, so that absurd sizes cannot overflow; the continuous
+        // codes count twice, for Q's means and log-stds.
+        let size = [self.noise, self.continuous.saturating_mul(2)]
+            .into_iter()
+            .chain(self.categorical.iter().copied())
+            .fold(0usize, usize::saturating_add);
+        if size == 0 {
+            return bad("the latent vector is empty: give --noise, --categorical or --continuous".into());
+        }
+        if size > limits::LATENT {
+            return bad(format!(
+                "the latent vector (--noise {}, --categorical {:?}, --continuous {}) is larger than the limit of {} \
+                 entries",
+                self.noise,
+                self.categorical,
+                self.continuous,
+                limits::LATENT
+            ));
+        }
+        Ok(())
+    }
+
     /// `L`, the generator's input size.
     pub fn size(&self) -> usize {
         self.noise + self.categorical.iter().sum::<usize>() + self.continuous

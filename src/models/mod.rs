@@ -5,6 +5,7 @@
 pub mod classifier;
 pub mod latent;
 pub mod sequential;
+pub mod weights;
 
 use ndarray::{Array2, Array4, ArrayD, Ix2, Ix4};
 use rand::Rng;
@@ -68,34 +69,42 @@ pub struct Discriminator {
 }
 
 impl Discriminator {
+    /// The parts in their one fixed order (the optimizer's, the checkpoint's), under
+    /// their checkpoint prefixes.
+    pub fn parts(&self) -> [(&'static str, &Sequential); 3] {
+        [("discriminator", &self.trunk), ("d_head", &self.d_head), ("q_head", &self.q_head)]
+    }
+
+    /// `parts`, mutably.
+    pub fn parts_mut(&mut self) -> [(&'static str, &mut Sequential); 3] {
+        [("discriminator", &mut self.trunk), ("d_head", &mut self.d_head), ("q_head", &mut self.q_head)]
+    }
+
+    /// Every parameter with its gradient, in the parts' order.
+    pub fn params(&mut self) -> Vec<sequential::NamedParam<'_>> {
+        self.parts_mut().into_iter().flat_map(|(_, s)| s.params()).collect()
+    }
+
     pub fn zero_grad(&mut self) {
-        self.trunk.zero_grad();
-        self.d_head.zero_grad();
-        self.q_head.zero_grad();
+        self.parts_mut().into_iter().for_each(|(_, s)| s.zero_grad());
     }
 
     pub fn set_requires_grad(&mut self, on: bool) {
-        self.trunk.set_requires_grad(on);
-        self.d_head.set_requires_grad(on);
-        self.q_head.set_requires_grad(on);
+        self.parts_mut().into_iter().for_each(|(_, s)| s.set_requires_grad(on));
     }
 
     pub fn set_training(&mut self, on: bool) {
-        self.trunk.set_training(on);
-        self.d_head.set_training(on);
-        self.q_head.set_training(on);
+        self.parts_mut().into_iter().for_each(|(_, s)| s.set_training(on));
     }
 
-    /// Every batch norm's running statistics, in a fixed order.
+    /// Every batch norm's running statistics, in the parts' order.
     pub fn running_stats(&mut self) -> Vec<ndarray::ArrayD<f32>> {
-        let Discriminator { trunk, d_head, q_head } = self;
-        [trunk, d_head, q_head].into_iter().flat_map(|s| s.buffers()).map(|b| b.buffer.value.to_owned()).collect()
+        self.parts_mut().into_iter().flat_map(|(_, s)| s.buffers()).map(|b| b.buffer.value.to_owned()).collect()
     }
 
     /// Puts back statistics saved by `running_stats`.
     pub fn set_running_stats(&mut self, saved: &[ndarray::ArrayD<f32>]) {
-        let Discriminator { trunk, d_head, q_head } = self;
-        let mut buffers: Vec<_> = [trunk, d_head, q_head].into_iter().flat_map(|s| s.buffers()).collect();
+        let mut buffers: Vec<_> = self.parts_mut().into_iter().flat_map(|(_, s)| s.buffers()).collect();
         assert_eq!(
             buffers.len(),
             saved.len(),
@@ -131,6 +140,9 @@ pub struct Generator {
 }
 
 impl Generator {
+    /// The generator's checkpoint prefix.
+    pub const PREFIX: &'static str = "generator";
+
     /// z: [N, L] -> images: [N, C, H, W]
     pub fn forward(&mut self, z: Array2<f32>) -> Array4<f32> {
         self.net.forward(z.into_dyn()).into_dimensionality::<Ix4>().expect("generator gives [N, C, H, W]")

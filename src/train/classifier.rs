@@ -17,7 +17,7 @@ use crate::models::classifier::Classifier;
 use crate::optim::Adam;
 use crate::tensorfile::{TensorFile, write_tensors};
 
-use super::checkpoint::restore;
+use crate::models::weights::restore;
 
 /// The cache file's name in the dataset's folder.
 pub const CACHE_FILE: &str = "scorer.safetensors";

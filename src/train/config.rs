@@ -86,16 +86,13 @@ pub fn default_epochs(train_images: usize, batch_size: usize) -> usize {
     (DEFAULT_STEPS as f64 / per_epoch as f64).round().max(1.0) as usize
 }
 
-/// Largest values a configuration may hold. They are far beyond any sensible run and
-/// keep the networks' sizes (and the memory they take) within what a computer has,
-/// so that a mistyped flag or an edited checkpoint is an error, not an abort.
+/// Largest values a configuration may hold beyond the latent layout's
+/// (`models::latent::limits`). They are far beyond any sensible run and keep the
+/// memory a run takes within what a computer has, so that a mistyped flag or an
+/// edited checkpoint is an error, not an abort.
 pub mod limits {
     /// Images per batch.
     pub const BATCH_SIZE: usize = 8192;
-    /// Entries of the latent vector (noise and codes together).
-    pub const LATENT: usize = 10_000;
-    /// Values of one categorical code.
-    pub const CATEGORICAL_VALUES: usize = 1000;
     /// Passes over the training set.
     pub const EPOCHS: usize = 1_000_000;
 }
@@ -179,31 +176,7 @@ impl TrainConfig {
                 return bad(format!("--{flag} {l} must be a number >= 0"));
             }
         }
-        let latent = &self.arch.latent;
-        if let Some(&k) = latent.categorical.iter().find(|&&k| !(2..=limits::CATEGORICAL_VALUES).contains(&k)) {
-            return bad(format!(
-                "--categorical: a code of {k} values; each code needs from 2 to {} values",
-                limits::CATEGORICAL_VALUES
-            ));
-        }
-        // Summed with checks, so that absurd sizes cannot overflow.
-        let size = [latent.noise, latent.continuous.saturating_mul(2)]
-            .into_iter()
-            .chain(latent.categorical.iter().copied())
-            .fold(0usize, usize::saturating_add);
-        if size == 0 {
-            return bad("the latent vector is empty: give --noise, --categorical or --continuous".into());
-        }
-        if size > limits::LATENT {
-            return bad(format!(
-                "the latent vector (--noise {}, --categorical {:?}, --continuous {}) is larger than the limit of {} \
-                 entries",
-                latent.noise,
-                latent.categorical,
-                latent.continuous,
-                limits::LATENT
-            ));
-        }
+        self.arch.latent.validate()?;
         if self.epochs == 0 || self.epochs > limits::EPOCHS {
             return bad(format!("--epochs {} must be from 1 to {}", self.epochs, limits::EPOCHS));
         }

@@ -119,7 +119,7 @@ impl Trainer {
             dh_fake += &dh_q;
         }
         d.trunk.backward_params(dh);
-        self.opt_d.update(d_params(d));
+        self.opt_d.update(d.params().into_iter().map(|p| p.param).collect());
 
         // G step: the same generated batch through the updated D, whose parameters
         // are frozen: gradients only pass through to G.
@@ -166,12 +166,6 @@ impl Trainer {
 /// from the two alone, so that a resumed run sees the same order.
 pub fn epoch_rng(seed: u64, epoch: usize) -> Xoshiro256PlusPlus {
     Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(epoch as u64 + 1))
-}
-
-/// Every discriminator parameter, in a fixed order: trunk, D head, Q head.
-pub fn d_params(d: &mut Discriminator) -> Vec<crate::layers::Param<'_>> {
-    let Discriminator { trunk, d_head, q_head } = d;
-    trunk.params().into_iter().chain(d_head.params()).chain(q_head.params()).map(|p| p.param).collect()
 }
 
 fn mean_probability(logits: ndarray::ArrayView2<f32>) -> f64 {
