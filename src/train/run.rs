@@ -88,9 +88,9 @@ impl Observer for () {
     }
 }
 
-/// Trains from `trainer.step` to the plan's last step over `train_set`, in the data
-/// order of each epoch's RNG (`epoch_rng`), so that a run resumed from a checkpoint
-/// takes the same steps as one that never stopped.
+/// Trains from `trainer.step` to the plan's last step over `train_set`, in a data
+/// order that depends on the seed and the epoch alone (`epoch_rng`), so that a run
+/// resumed from a checkpoint takes the same steps as one that never stopped.
 ///
 /// A non-finite loss stops the run with `Error::Training` before the epoch-end
 /// hook, so that the last checkpoint written there stays good.
@@ -109,7 +109,12 @@ pub fn run(
     let seed = trainer.config.seed;
     let mut shuffler = Shuffler::new(train_set.len(), trainer.config.batch_size);
     let mut epoch = (trainer.step / per_epoch) as usize;
-    shuffler.shuffle(&mut epoch_rng(seed, epoch));
+    // Each epoch reshuffles the order the one before left, so a run that starts in
+    // epoch `e` (resumed) replays the shuffles of epochs 0..=e to get the order an
+    // uninterrupted run has there.
+    for e in 0..=epoch {
+        shuffler.shuffle(&mut epoch_rng(seed, e));
+    }
     loop {
         let batch = (trainer.step % per_epoch) as usize;
         let real = train_set.batch(shuffler.batch(batch));
