@@ -428,3 +428,34 @@ fn ctrl_c_saves_a_checkpoint_and_exits_as_stopped() {
 fn sigterm_saves_a_checkpoint_like_ctrl_c() {
     signal_saves_a_checkpoint_and_resumes(libc::SIGTERM);
 }
+
+/// The built example program `name` (cargo test builds the examples next to the
+/// test binaries' folder).
+fn example(name: &str) -> Command {
+    let deps = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
+    let path = deps.parent().unwrap().join("examples").join(name);
+    assert!(path.is_file(), "{} is not built: run the whole `cargo test`, which builds the examples", path.display());
+    Command::new(path)
+}
+
+#[test]
+fn the_examples_train_save_and_sample_with_the_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_mnist(dir.path(), 64);
+    let ckpt = dir.path().join("example.safetensors");
+    let out = example("train_steps").args([data.as_os_str(), ckpt.as_os_str(), "6".as_ref()]).output().unwrap();
+    assert_ok(&out, "examples/train_steps");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("step   5: d_loss"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let png = dir.path().join("grid.png");
+    let out = example("sample_grid").args([ckpt.as_os_str(), png.as_os_str()]).output().unwrap();
+    assert_ok(&out, "examples/sample_grid");
+    let grid = infogan::output::png::Image::load(&png).unwrap();
+    assert!(grid.width > 8 * 28 && grid.height > 10 * 28, "grid {}x{}", grid.width, grid.height);
+    // The checkpoint is a full one: the binary resumes it.
+    let out = run(&["sample", "--checkpoint", ckpt.to_str().unwrap(), "--out", png.to_str().unwrap()]);
+    assert_ok(&out, "infogan sample on the example's checkpoint");
+}
