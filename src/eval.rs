@@ -22,7 +22,7 @@ pub struct CategoricalEval {
     pub purity: Vec<Option<f64>>,
     /// For each code value: the label it is mapped to (None if it got none).
     pub code_to_label: Vec<Option<usize>>,
-    /// counts[k][l]: images of label l that Q put in code value k.
+    /// `counts[k][l]`: images of label l that Q put in code value k.
     pub counts: Vec<Vec<usize>>,
 }
 

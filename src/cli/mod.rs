@@ -1,4 +1,9 @@
 //! The `infogan` command line: argument parsing, and one module per subcommand.
+//!
+//! A thin layer over the library: each subcommand parses its flags, calls the
+//! library and reports. The doc comments of the argument structs are clap's `--help`
+//! text for a terminal, where `<dataset>` is a placeholder, not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
 
 pub mod bench;
 pub mod eval;

@@ -1,4 +1,4 @@
-//! CIFAR-10, binary version (https://www.cs.toronto.edu/~kriz/cifar.html): each file
+//! CIFAR-10, binary version (<https://www.cs.toronto.edu/~kriz/cifar.html>): each file
 //! is a sequence of 3,073-byte records, a label byte then 1,024 red, 1,024 green and
 //! 1,024 blue bytes, each plane row-major 32x32. Any number of records per file.
 

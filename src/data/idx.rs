@@ -1,4 +1,4 @@
-//! The IDX format of MNIST and Fashion-MNIST (http://yann.lecun.com/exdb/mnist/):
+//! The IDX format of MNIST and Fashion-MNIST (<http://yann.lecun.com/exdb/mnist/>):
 //! a big-endian header (two zero bytes, a type byte 0x08 for unsigned bytes, the
 //! number of dimensions, then each dimension as a u32) followed by the data.
 //! Images are `idx3` (`[N, H, W]`, magic 0x00000803), labels `idx1` (`[N]`, magic

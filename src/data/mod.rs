@@ -112,7 +112,7 @@ pub struct Dataset {
     pub kind: DatasetKind,
     /// pixels: [N, C, H, W], row-major bytes.
     pub pixels: Vec<u8>,
-    /// labels: [N], each in 0..10.
+    /// labels: `[N]`, each in 0..10.
     pub labels: Vec<u8>,
     pub class_names: Vec<String>,
 }

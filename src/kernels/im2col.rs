@@ -119,7 +119,7 @@ pub fn im2col(x: ArrayView4<f32>, g: &ConvGeom, mut cols: ArrayViewMut2<f32>) {
 ///
 /// With `bias`, each plane starts from `bias[c]` instead of 0 (ConvTranspose2d's bias).
 ///
-/// cols: [C*KH*KW, N*P_out], x: [N, C, H, W], bias: [C]. Parallel over the `N*C` image
+/// cols: [C*KH*KW, N*P_out], x: [N, C, H, W], bias: `[C]`. Parallel over the `N*C` image
 /// planes; each plane sums its contributions in the fixed order `(i, j, q)`.
 pub fn col2im(cols: ArrayView2<f32>, g: &ConvGeom, bias: Option<&[f32]>, mut x: ArrayViewMut4<f32>) {
     let _time = crate::profile::scope(crate::profile::Phase::Im2col);
@@ -171,7 +171,7 @@ pub fn to_channel_major(x: ArrayView3<f32>, mut cm: ArrayViewMut2<f32>) {
 /// Batch-major from channel-major, plus a per-channel bias:
 /// `x[n, c, q] = cm[c, n*P + q] + bias[c]`.
 ///
-/// cm: [C, N*P], x: [N, C, P], bias: [C] or none. Parallel over images.
+/// cm: [C, N*P], x: [N, C, P], bias: `[C]` or none. Parallel over images.
 pub fn from_channel_major(cm: ArrayView2<f32>, bias: Option<&[f32]>, mut x: ArrayViewMut3<f32>) {
     let _time = crate::profile::scope(crate::profile::Phase::Layout);
     let (n, c, p) = x.dim();
@@ -196,7 +196,7 @@ pub fn from_channel_major(cm: ArrayView2<f32>, bias: Option<&[f32]>, mut x: Arra
 /// `out[c] += sum of the row m[c, ..]`, each row summed in order (in f64), rows in
 /// parallel: the per-channel bias gradient of a channel-major `dy`.
 ///
-/// m: [C, L], out: [C]
+/// m: [C, L], out: `[C]`
 pub fn row_sums_into(m: ArrayView2<f32>, out: &mut ndarray::Array1<f32>) {
     let _time = crate::profile::scope(crate::profile::Phase::Layout);
     assert_eq!(m.nrows(), out.len(), "row_sums_into: {} rows but {} outputs", m.nrows(), out.len());
@@ -208,7 +208,7 @@ pub fn row_sums_into(m: ArrayView2<f32>, out: &mut ndarray::Array1<f32>) {
 /// `out[c] += sum over n and q of x[n, c, q]`, in a fixed order (in f64), channels in
 /// parallel: the per-channel bias gradient of a batch-major `dy`.
 ///
-/// x: [N, C, P], out: [C]
+/// x: [N, C, P], out: `[C]`
 pub fn channel_sums_into(x: ArrayView3<f32>, out: &mut ndarray::Array1<f32>) {
     let _time = crate::profile::scope(crate::profile::Phase::Layout);
     assert_eq!(x.dim().1, out.len(), "channel_sums_into: {} channels but {} outputs", x.dim().1, out.len());

@@ -20,17 +20,17 @@ use super::{Buffer, Module, Param, check_shape, standard};
 
 #[derive(Clone)]
 pub struct BatchNorm {
-    /// weight (gamma): [C]
+    /// weight (gamma): `[C]`
     pub weight: Array1<f32>,
-    /// bias (beta): [C]
+    /// bias (beta): `[C]`
     pub bias: Array1<f32>,
-    /// dweight: [C]
+    /// dweight: `[C]`
     pub dweight: Array1<f32>,
-    /// dbias: [C]
+    /// dbias: `[C]`
     pub dbias: Array1<f32>,
-    /// running_mean: [C]
+    /// running_mean: `[C]`
     pub running_mean: Array1<f32>,
-    /// running_var: [C]
+    /// running_var: `[C]`
     pub running_var: Array1<f32>,
     pub momentum: f32,
     pub eps: f32,

@@ -17,11 +17,11 @@ use crate::kernels::{Workspace, gemm_col2im};
 pub struct Conv2d {
     /// weight: [C_out, C_in, KH, KW], PyTorch's layout.
     pub weight: Array4<f32>,
-    /// bias: [C_out]
+    /// bias: `[C_out]`
     pub bias: Array1<f32>,
     /// dweight: [C_out, C_in, KH, KW]
     pub dweight: Array4<f32>,
-    /// dbias: [C_out]
+    /// dbias: `[C_out]`
     pub dbias: Array1<f32>,
     pub stride: usize,
     pub padding: usize,
@@ -166,7 +166,7 @@ pub(crate) fn as3(x: &mut Array4<f32>) -> ArrayViewMut3<'_, f32> {
 
 /// The reference: the definition as a direct loop, accumulated in f64.
 ///
-/// x: [N, C_in, H, W], weight: [C_out, C_in, KH, KW], bias: [C_out]
+/// x: [N, C_in, H, W], weight: [C_out, C_in, KH, KW], bias: `[C_out]`
 pub fn conv2d_naive(
     x: ArrayView4<f32>,
     weight: ArrayView4<f32>,

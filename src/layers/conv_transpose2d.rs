@@ -23,11 +23,11 @@ use crate::kernels::{Workspace, gemm_col2im};
 pub struct ConvTranspose2d {
     /// weight: [C_in, C_out, KH, KW], PyTorch's layout.
     pub weight: Array4<f32>,
-    /// bias: [C_out]
+    /// bias: `[C_out]`
     pub bias: Array1<f32>,
     /// dweight: [C_in, C_out, KH, KW]
     pub dweight: Array4<f32>,
-    /// dbias: [C_out]
+    /// dbias: `[C_out]`
     pub dbias: Array1<f32>,
     pub stride: usize,
     pub padding: usize,
@@ -141,7 +141,7 @@ weight_bias_module!(ConvTranspose2d);
 
 /// The reference: the definition as a direct scatter loop, accumulated in f64.
 ///
-/// x: [N, C_in, H, W], weight: [C_in, C_out, KH, KW], bias: [C_out]
+/// x: [N, C_in, H, W], weight: [C_in, C_out, KH, KW], bias: `[C_out]`
 pub fn conv_transpose2d_naive(
     x: ArrayView4<f32>,
     weight: ArrayView4<f32>,

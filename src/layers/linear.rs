@@ -11,11 +11,11 @@ use crate::kernels::gemm::gemm;
 pub struct Linear {
     /// weight: [F_out, F_in], PyTorch's layout.
     pub weight: Array2<f32>,
-    /// bias: [F_out]
+    /// bias: `[F_out]`
     pub bias: Array1<f32>,
     /// dweight: [F_out, F_in]
     pub dweight: Array2<f32>,
-    /// dbias: [F_out]
+    /// dbias: `[F_out]`
     pub dbias: Array1<f32>,
     /// When false, `backward` returns `dx` but leaves `dweight` and `dbias` alone
     /// (a frozen network that gradients only pass through).

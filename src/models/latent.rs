@@ -24,7 +24,7 @@ pub struct LatentSpec {
 pub struct LatentBatch {
     /// z: [N, L], the generator input.
     pub z: Array2<f32>,
-    /// cat[k][n]: the value of categorical code k for sample n.
+    /// `cat[k][n]`: the value of categorical code k for sample n.
     pub cat: Vec<Vec<usize>>,
     /// cont: [N, continuous codes]
     pub cont: Array2<f32>,
@@ -131,7 +131,7 @@ impl LatentSpec {
 
     /// Puts chosen noise and codes together into generator inputs.
     ///
-    /// noise: [N, noise], cat[k]: N values of code k, cont: [N, continuous]
+    /// noise: [N, noise], `cat[k]`: N values of code k, cont: [N, continuous]
     pub fn compose(&self, noise: &Array2<f32>, cat: &[Vec<usize>], cont: &Array2<f32>) -> LatentBatch {
         let n = noise.nrows();
         assert_eq!(noise.ncols(), self.noise, "compose: noise width");
