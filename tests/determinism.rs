@@ -5,7 +5,7 @@ use ndarray::{Array2, Array4, ArrayD};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use infogan::layers::{BatchNorm, Conv2d, ConvTranspose2d, LeakyRelu, Linear, Module, Tanh};
+use infogan::layers::{BatchNorm, Conv2d, ConvTranspose2d, Layer, LeakyRelu, Linear, Tanh};
 use infogan::testutil::random_array;
 
 fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
@@ -40,7 +40,7 @@ fn run_layers() -> Vec<ArrayD<f32>> {
         out.push(img.clone().into_dyn());
         out.push(deconv.backward(tanh.backward(img)).into_dyn());
     }
-    for module in [&mut conv as &mut dyn Module, &mut bn2, &mut fc, &mut bn1, &mut deconv] {
+    for module in [&mut conv as &mut dyn Layer, &mut bn2, &mut fc, &mut bn1, &mut deconv] {
         out.extend(module.params().into_iter().map(|p| p.grad.to_owned()));
         out.extend(module.buffers().into_iter().map(|b| b.value.to_owned()));
     }

@@ -2,10 +2,10 @@
 //! Each works in place on the array it is given and keeps the least its backward
 //! pass needs: a sign mask for the piecewise-linear ones, the output for the others.
 
-use ndarray::{Array, Dimension};
+use ndarray::{Array, ArrayD, Dimension};
 use rayon::prelude::*;
 
-use super::{check_shape, standard};
+use super::{Layer, OnnxAttr, OnnxOp, check_shape, standard};
 
 /// `y = max(x, 0)`. PyTorch's gradient at exactly 0 is 0, and so is ours.
 #[derive(Clone, Default)]
@@ -205,3 +205,29 @@ fn output_backward<D: Dimension>(
     });
     dy
 }
+
+/// An activation as a `Layer`: forward and backward over any rank, and its ONNX
+/// operator.
+macro_rules! activation_layer {
+    ($layer:ty, $op:literal, $attrs:expr) => {
+        impl Layer for $layer {
+            fn forward(&mut self, x: ArrayD<f32>) -> ArrayD<f32> {
+                <$layer>::forward(self, x)
+            }
+
+            fn backward(&mut self, dy: ArrayD<f32>) -> ArrayD<f32> {
+                <$layer>::backward(self, dy)
+            }
+
+            fn onnx(&self) -> Option<OnnxOp> {
+                let attrs: fn(&$layer) -> Vec<(&'static str, OnnxAttr)> = $attrs;
+                Some(OnnxOp { op: $op, constants: Vec::new(), attrs: attrs(self), fold_axis: None })
+            }
+        }
+    };
+}
+
+activation_layer!(Relu, "Relu", |_| Vec::new());
+activation_layer!(LeakyRelu, "LeakyRelu", |l: &LeakyRelu| vec![("alpha", OnnxAttr::Float(l.negative_slope))]);
+activation_layer!(Tanh, "Tanh", |_| Vec::new());
+activation_layer!(Sigmoid, "Sigmoid", |_| Vec::new());

@@ -13,10 +13,10 @@
 //!
 //! Evaluation mode normalises with the running statistics instead and updates nothing.
 
-use ndarray::{Array, Array1, Array3, Dimension};
+use ndarray::{Array, Array1, Array3, ArrayD, Dimension};
 use rayon::prelude::*;
 
-use super::{Buffer, Module, Param, check_shape, standard};
+use super::{Layer, OnnxAttr, OnnxConstant, OnnxOp, check_shape, standard};
 
 #[derive(Clone)]
 pub struct BatchNorm {
@@ -266,24 +266,40 @@ fn channel_pair_sums(dy: &[f32], x_hat: &[f32], c: usize, p: usize) -> Vec<[f64;
     })
 }
 
-impl Module for BatchNorm {
-    fn params(&mut self) -> Vec<Param<'_>> {
-        vec![
-            Param { name: "weight", value: self.weight.view_mut().into_dyn(), grad: self.dweight.view().into_dyn() },
-            Param { name: "bias", value: self.bias.view_mut().into_dyn(), grad: self.dbias.view().into_dyn() },
-        ]
+impl Layer for BatchNorm {
+    layer_tensors!(params: [weight => dweight, bias => dbias], buffers: [running_mean, running_var]);
+
+    fn forward(&mut self, x: ArrayD<f32>) -> ArrayD<f32> {
+        BatchNorm::forward(self, x)
     }
 
-    fn buffers(&mut self) -> Vec<Buffer<'_>> {
-        vec![
-            Buffer { name: "running_mean", value: self.running_mean.view_mut().into_dyn() },
-            Buffer { name: "running_var", value: self.running_var.view_mut().into_dyn() },
-        ]
+    fn backward(&mut self, dy: ArrayD<f32>) -> ArrayD<f32> {
+        BatchNorm::backward(self, dy)
     }
 
-    fn zero_grad(&mut self) {
-        self.dweight.fill(0.0);
-        self.dbias.fill(0.0);
+    fn set_requires_grad(&mut self, on: bool) {
+        self.requires_grad = on;
+    }
+
+    fn set_training(&mut self, on: bool) {
+        self.training = on;
+    }
+
+    fn set_groups(&mut self, groups: usize) {
+        self.groups = groups;
+    }
+
+    /// Inference form: the running statistics.
+    fn onnx(&self) -> Option<OnnxOp> {
+        let constant = |a: &Array1<f32>| OnnxConstant::Float(a.clone().into_dyn());
+        let constants = vec![
+            ("weight", constant(&self.weight)),
+            ("bias", constant(&self.bias)),
+            ("running_mean", constant(&self.running_mean)),
+            ("running_var", constant(&self.running_var)),
+        ];
+        let attrs = vec![("epsilon", OnnxAttr::Float(self.eps))];
+        Some(OnnxOp { op: "BatchNormalization", constants, attrs, fold_axis: None })
     }
 }
 

@@ -4,10 +4,10 @@
 //! Computed for the whole batch as one GEMM: `y_cm = W2 cols`, where
 //! `W2 = W viewed as [C_out, C_in*KH*KW]` and `cols = im2col(x): [C_in*KH*KW, N*P_out]`.
 
-use ndarray::{Array1, Array4, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, ArrayViewMut3};
+use ndarray::{Array1, Array4, ArrayD, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, ArrayViewMut3};
 use rand::Rng;
 
-use super::check_shape;
+use super::{Layer, OnnxAttr, OnnxConstant, OnnxOp, check_shape, rank};
 use crate::init;
 use crate::kernels::gemm::gemm;
 use crate::kernels::im2col::{ConvGeom, from_channel_major, im2col, row_sums_into, to_channel_major};
@@ -138,7 +138,39 @@ impl Conv2d {
     }
 }
 
-weight_bias_module!(Conv2d);
+impl Layer for Conv2d {
+    layer_tensors!(params: [weight => dweight, bias => dbias], buffers: []);
+
+    fn forward(&mut self, x: ArrayD<f32>) -> ArrayD<f32> {
+        Conv2d::forward(self, rank("Conv2d", "x", x)).into_dyn()
+    }
+
+    fn backward(&mut self, dy: ArrayD<f32>) -> ArrayD<f32> {
+        Conv2d::backward(self, rank("Conv2d", "dy", dy)).into_dyn()
+    }
+
+    fn backward_params(&mut self, dy: ArrayD<f32>) {
+        Conv2d::backward_params(self, rank("Conv2d", "dy", dy));
+    }
+
+    fn set_requires_grad(&mut self, on: bool) {
+        self.requires_grad = on;
+    }
+
+    fn onnx(&self) -> Option<OnnxOp> {
+        let constants = vec![
+            ("weight", OnnxConstant::Float(self.weight.clone().into_dyn())),
+            ("bias", OnnxConstant::Float(self.bias.clone().into_dyn())),
+        ];
+        let (k, s, p) = (self.weight.dim().2 as i64, self.stride as i64, self.padding as i64);
+        let attrs = vec![
+            ("kernel_shape", OnnxAttr::Ints(vec![k, k])),
+            ("strides", OnnxAttr::Ints(vec![s, s])),
+            ("pads", OnnxAttr::Ints(vec![p, p, p, p])),
+        ];
+        Some(OnnxOp { op: "Conv", constants, attrs, fold_axis: Some(0) })
+    }
+}
 
 /// A weight `[A, B, KH, KW]` seen as the GEMM operand `[A, B*KH*KW]`.
 pub(crate) fn flat(w: &Array4<f32>) -> ArrayView2<'_, f32> {

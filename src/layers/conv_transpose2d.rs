@@ -9,11 +9,11 @@
 //! `x_cm: [C_in, N*H*W]`, then `y = col2im(cols)`. This is exactly Conv2d's
 //! input-gradient path, and its backward pass is Conv2d's forward path.
 
-use ndarray::{Array1, Array4, ArrayView4};
+use ndarray::{Array1, Array4, ArrayD, ArrayView4};
 use rand::Rng;
 
-use super::check_shape;
 use super::conv2d::{as3, flat, flat_mut, view3};
+use super::{Layer, OnnxAttr, OnnxConstant, OnnxOp, check_shape, rank};
 use crate::init;
 use crate::kernels::gemm::gemm;
 use crate::kernels::im2col::{ConvGeom, channel_sums_into, from_channel_major, im2col, to_channel_major};
@@ -137,7 +137,35 @@ impl ConvTranspose2d {
     }
 }
 
-weight_bias_module!(ConvTranspose2d);
+impl Layer for ConvTranspose2d {
+    layer_tensors!(params: [weight => dweight, bias => dbias], buffers: []);
+
+    fn forward(&mut self, x: ArrayD<f32>) -> ArrayD<f32> {
+        ConvTranspose2d::forward(self, rank("ConvTranspose2d", "x", x)).into_dyn()
+    }
+
+    fn backward(&mut self, dy: ArrayD<f32>) -> ArrayD<f32> {
+        ConvTranspose2d::backward(self, rank("ConvTranspose2d", "dy", dy)).into_dyn()
+    }
+
+    fn set_requires_grad(&mut self, on: bool) {
+        self.requires_grad = on;
+    }
+
+    fn onnx(&self) -> Option<OnnxOp> {
+        let constants = vec![
+            ("weight", OnnxConstant::Float(self.weight.clone().into_dyn())),
+            ("bias", OnnxConstant::Float(self.bias.clone().into_dyn())),
+        ];
+        let (k, s, p) = (self.weight.dim().2 as i64, self.stride as i64, self.padding as i64);
+        let attrs = vec![
+            ("kernel_shape", OnnxAttr::Ints(vec![k, k])),
+            ("strides", OnnxAttr::Ints(vec![s, s])),
+            ("pads", OnnxAttr::Ints(vec![p, p, p, p])),
+        ];
+        Some(OnnxOp { op: "ConvTranspose", constants, attrs, fold_axis: Some(1) })
+    }
+}
 
 /// The reference: the definition as a direct scatter loop, accumulated in f64.
 ///

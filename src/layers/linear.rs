@@ -1,9 +1,9 @@
 //! Fully connected layer, PyTorch's `nn.Linear`: `y = x W^T + b`.
 
-use ndarray::{Array1, Array2, Axis};
+use ndarray::{Array1, Array2, ArrayD, Axis};
 use rand::Rng;
 
-use super::check_shape;
+use super::{Layer, OnnxAttr, OnnxConstant, OnnxOp, check_shape, rank};
 use crate::init;
 use crate::kernels::gemm::gemm;
 
@@ -79,7 +79,30 @@ impl Linear {
     }
 }
 
-weight_bias_module!(Linear);
+impl Layer for Linear {
+    layer_tensors!(params: [weight => dweight, bias => dbias], buffers: []);
+
+    fn forward(&mut self, x: ArrayD<f32>) -> ArrayD<f32> {
+        Linear::forward(self, rank("Linear", "x", x)).into_dyn()
+    }
+
+    fn backward(&mut self, dy: ArrayD<f32>) -> ArrayD<f32> {
+        Linear::backward(self, rank("Linear", "dy", dy)).into_dyn()
+    }
+
+    fn set_requires_grad(&mut self, on: bool) {
+        self.requires_grad = on;
+    }
+
+    fn onnx(&self) -> Option<OnnxOp> {
+        let constants = vec![
+            ("weight", OnnxConstant::Float(self.weight.clone().into_dyn())),
+            ("bias", OnnxConstant::Float(self.bias.clone().into_dyn())),
+        ];
+        // y = x W^T + b: Gemm with B transposed; the output units are W's rows.
+        Some(OnnxOp { op: "Gemm", constants, attrs: vec![("transB", OnnxAttr::Int(1))], fold_axis: Some(0) })
+    }
+}
 
 #[cfg(test)]
 mod tests {

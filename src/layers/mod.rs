@@ -12,30 +12,30 @@
 //! - A wrong input shape is a bug in the model code, not a user error: the layer
 //!   panics at once with a message naming itself and both shapes.
 
-/// `Module` for a layer whose parameters are `weight` and `bias`, with gradients
-/// `dweight` and `dbias`.
-macro_rules! weight_bias_module {
-    ($layer:ty) => {
-        impl $crate::layers::Module for $layer {
-            fn params(&mut self) -> Vec<$crate::layers::Param<'_>> {
-                vec![
-                    $crate::layers::Param {
-                        name: "weight",
-                        value: self.weight.view_mut().into_dyn(),
-                        grad: self.dweight.view().into_dyn(),
-                    },
-                    $crate::layers::Param {
-                        name: "bias",
-                        value: self.bias.view_mut().into_dyn(),
-                        grad: self.dbias.view().into_dyn(),
-                    },
-                ]
-            }
+/// The tensor methods of `Layer` for a layer whose fields hold them: parameters
+/// with their gradients (`weight => dweight`) and buffers. The field names are the
+/// tensors' names, as PyTorch names them inside its modules; they are written here
+/// and nowhere else.
+macro_rules! layer_tensors {
+    (params: [$($p:ident => $dp:ident),*], buffers: [$($b:ident),*]) => {
+        fn params(&mut self) -> Vec<$crate::layers::Param<'_>> {
+            vec![$($crate::layers::Param {
+                name: stringify!($p),
+                value: self.$p.view_mut().into_dyn(),
+                grad: self.$dp.view().into_dyn(),
+            }),*]
+        }
 
-            fn zero_grad(&mut self) {
-                self.dweight.fill(0.0);
-                self.dbias.fill(0.0);
-            }
+        fn buffers(&mut self) -> Vec<$crate::layers::Buffer<'_>> {
+            vec![$($crate::layers::Buffer { name: stringify!($b), value: self.$b.view_mut().into_dyn() }),*]
+        }
+
+        fn tensors(&self) -> Vec<(&'static str, ndarray::ArrayViewD<'_, f32>)> {
+            vec![$((stringify!($p), self.$p.view().into_dyn()),)* $((stringify!($b), self.$b.view().into_dyn()),)*]
+        }
+
+        fn zero_grad(&mut self) {
+            $(self.$dp.fill(0.0);)*
         }
     };
 }
@@ -45,16 +45,20 @@ pub mod batchnorm;
 pub mod conv2d;
 pub mod conv_transpose2d;
 pub mod diffaugment;
+pub mod export;
 pub mod linear;
+pub mod reshape;
 
 pub use activation::{LeakyRelu, Relu, Sigmoid, Tanh};
 pub use batchnorm::BatchNorm;
 pub use conv_transpose2d::ConvTranspose2d;
 pub use conv2d::Conv2d;
 pub use diffaugment::{AugmentPolicy, DiffAugment};
+pub use export::{OnnxAttr, OnnxConstant, OnnxOp};
 pub use linear::Linear;
+pub use reshape::Reshape;
 
-use ndarray::{Array, ArrayViewD, ArrayViewMutD, Dimension};
+use ndarray::{Array, ArrayD, ArrayViewD, ArrayViewMutD, Dimension};
 
 /// Panics with a message naming the layer, the tensor and both shapes, unless
 /// `actual` matches `expected` (where `None` in `expected` matches any size).
@@ -87,16 +91,80 @@ pub struct Buffer<'a> {
     pub value: ArrayViewMutD<'a, f32>,
 }
 
-/// What the optimizer and the checkpoint see of a layer.
-pub trait Module {
-    /// The trainable tensors with their gradients, in a fixed order.
-    fn params(&mut self) -> Vec<Param<'_>>;
+/// A layer of a network (`models::Sequential` chains them over tensors of any rank).
+/// Each layer's file implements it; a model lists its layers in one place, and
+/// nothing else needs to know the layer's type.
+pub trait Layer: LayerClone {
+    /// x: [N, ...] -> y: [N, ...]
+    fn forward(&mut self, x: ArrayD<f32>) -> ArrayD<f32>;
 
-    /// The non-trainable state; most layers have none.
+    /// dy: the output's gradient -> dx; accumulates the parameter gradients.
+    fn backward(&mut self, dy: ArrayD<f32>) -> ArrayD<f32>;
+
+    /// `backward` for a layer whose input is data: only the parameter gradients,
+    /// not the unused `dx` (a layer may skip computing it).
+    fn backward_params(&mut self, dy: ArrayD<f32>) {
+        self.backward(dy);
+    }
+
+    /// The trainable tensors with their gradients, in a fixed order.
+    fn params(&mut self) -> Vec<Param<'_>> {
+        Vec::new()
+    }
+
+    /// The non-trainable state a checkpoint keeps (batch norm's running statistics).
     fn buffers(&mut self) -> Vec<Buffer<'_>> {
         Vec::new()
     }
 
+    /// Parameters, then buffers, read-only, under their names (for writing
+    /// checkpoints without copying).
+    fn tensors(&self) -> Vec<(&'static str, ArrayViewD<'_, f32>)> {
+        Vec::new()
+    }
+
     /// Sets every parameter gradient to zero.
-    fn zero_grad(&mut self);
+    fn zero_grad(&mut self) {}
+
+    /// Whether backward accumulates parameter gradients (false: gradients only pass
+    /// through to the input, as through a frozen network).
+    fn set_requires_grad(&mut self, _on: bool) {}
+
+    /// Training mode (batch statistics) or evaluation mode (running statistics).
+    fn set_training(&mut self, _on: bool) {}
+
+    /// How many independent batches the input stacks along N (see `BatchNorm::groups`).
+    fn set_groups(&mut self, _groups: usize) {}
+
+    /// The layer as an ONNX operator, for the export of a trained network; `None` for
+    /// a layer that has no export.
+    fn onnx(&self) -> Option<OnnxOp> {
+        None
+    }
+}
+
+/// Cloning a boxed layer.
+pub trait LayerClone {
+    fn clone_box(&self) -> Box<dyn Layer>;
+}
+
+impl<T: Layer + Clone + 'static> LayerClone for T {
+    fn clone_box(&self) -> Box<dyn Layer> {
+        Box::new(self.clone())
+    }
+}
+
+impl Clone for Box<dyn Layer> {
+    fn clone(&self) -> Self {
+        self.clone_box()
+    }
+}
+
+/// `x` as an array of rank `D`; a tensor of another rank is a bug in the model code.
+#[track_caller]
+pub fn rank<D: Dimension>(layer: &str, tensor: &str, x: ArrayD<f32>) -> Array<f32, D> {
+    let shape = x.shape().to_vec();
+    x.into_dimensionality::<D>().unwrap_or_else(|_| {
+        panic!("{layer}: {tensor} has shape {shape:?}, expected {} dimensions", D::NDIM.unwrap_or(0))
+    })
 }

@@ -12,10 +12,10 @@
 use ndarray::{Array2, Array4, Ix2};
 use rand::Rng;
 
-use super::sequential::{Layer, Sequential};
+use super::sequential::Sequential;
 use crate::data::DatasetKind;
 use crate::init;
-use crate::layers::{BatchNorm, Conv2d, LeakyRelu, Linear};
+use crate::layers::{BatchNorm, Conv2d, LeakyRelu, Linear, Reshape};
 
 /// Width of the feature layer.
 pub const FEATURES: usize = 128;
@@ -43,17 +43,17 @@ impl Classifier {
             conv.weight = init::normal(conv.weight.raw_dim(), 0.0, 0.02, rng);
             conv.bias.fill(0.0);
             (size_h, size_w) = conv.output_size(size_h, size_w);
-            body.push(format!("conv{}", i + 1), Layer::Conv2d(conv));
+            body.push(format!("conv{}", i + 1), conv);
             if i > 0 {
-                body.push(format!("bn{}", i + 1), Layer::BatchNorm(BatchNorm::new(c_out)));
+                body.push(format!("bn{}", i + 1), BatchNorm::new(c_out));
             }
-            body.push(format!("lrelu{}", i + 1), Layer::LeakyRelu(LeakyRelu::new(0.2)));
+            body.push(format!("lrelu{}", i + 1), LeakyRelu::new(0.2));
         }
         let flat = 256 * size_h * size_w;
-        body.push("flatten", Layer::reshape(&[flat]));
+        body.push("flatten", Reshape::new(&[flat]));
         body.push("fc1", linear(flat, FEATURES, rng));
-        body.push("bn4", Layer::BatchNorm(BatchNorm::new(FEATURES)));
-        body.push("lrelu4", Layer::LeakyRelu(LeakyRelu::new(0.2)));
+        body.push("bn4", BatchNorm::new(FEATURES));
+        body.push("lrelu4", LeakyRelu::new(0.2));
         let mut head = Sequential::new();
         head.push("fc2", linear(FEATURES, classes, rng));
         Classifier { body, head }
@@ -76,9 +76,9 @@ impl Classifier {
     }
 }
 
-fn linear(f_in: usize, f_out: usize, rng: &mut impl Rng) -> Layer {
+fn linear(f_in: usize, f_out: usize, rng: &mut impl Rng) -> Linear {
     let mut l = Linear::new(f_in, f_out, rng);
     l.weight = init::normal(l.weight.raw_dim(), 0.0, 0.02, rng);
     l.bias.fill(0.0);
-    Layer::Linear(l)
+    l
 }

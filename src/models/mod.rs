@@ -13,9 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::DatasetKind;
 use crate::init;
-use crate::layers::{BatchNorm, Conv2d, ConvTranspose2d, LeakyRelu, Linear, Relu, Tanh};
+use crate::layers::{BatchNorm, Conv2d, ConvTranspose2d, LeakyRelu, Linear, Relu, Reshape, Tanh};
 pub use latent::{LatentBatch, LatentSpec};
-pub use sequential::{Layer, Sequential};
+pub use sequential::Sequential;
 
 /// LeakyReLU slope of the paper's discriminators.
 pub const LEAKY_SLOPE: f32 = 0.1;
@@ -165,39 +165,35 @@ impl Generator {
     }
 }
 
-fn linear(f_in: usize, f_out: usize, rng: &mut impl Rng) -> Layer {
+fn linear(f_in: usize, f_out: usize, rng: &mut impl Rng) -> Linear {
     let mut l = Linear::new(f_in, f_out, rng);
     l.weight = init::normal(l.weight.raw_dim(), 0.0, 0.02, rng);
     l.bias.fill(0.0);
-    Layer::Linear(l)
+    l
 }
 
-fn conv(c_in: usize, c_out: usize, rng: &mut impl Rng) -> Layer {
+fn conv(c_in: usize, c_out: usize, rng: &mut impl Rng) -> Conv2d {
     let mut l = Conv2d::new(c_in, c_out, 4, 2, 1, rng);
     l.weight = init::normal(l.weight.raw_dim(), 0.0, 0.02, rng);
     l.bias.fill(0.0);
-    Layer::Conv2d(l)
+    l
 }
 
-fn deconv(c_in: usize, c_out: usize, rng: &mut impl Rng) -> Layer {
+fn deconv(c_in: usize, c_out: usize, rng: &mut impl Rng) -> ConvTranspose2d {
     let mut l = ConvTranspose2d::new(c_in, c_out, 4, 2, 1, rng);
     l.weight = init::normal(l.weight.raw_dim(), 0.0, 0.02, rng);
     l.bias.fill(0.0);
-    Layer::ConvTranspose2d(l)
+    l
 }
 
-fn bn(channels: usize, rng: &mut impl Rng) -> Layer {
+fn bn(channels: usize, rng: &mut impl Rng) -> BatchNorm {
     let mut l = BatchNorm::new(channels);
     l.weight = init::normal(channels, 1.0, 0.02, rng);
-    Layer::BatchNorm(l)
+    l
 }
 
-fn lrelu() -> Layer {
-    Layer::LeakyRelu(LeakyRelu::new(LEAKY_SLOPE))
-}
-
-fn relu() -> Layer {
-    Layer::Relu(Relu::new())
+fn lrelu() -> LeakyRelu {
+    LeakyRelu::new(LEAKY_SLOPE)
 }
 
 /// Builds both networks, initialised as in DCGAN (Radford et al., 2016): conv and
@@ -209,30 +205,30 @@ pub fn build(arch: &Architecture, rng: &mut impl Rng) -> (Generator, Discriminat
     let mut trunk = Sequential::new();
     let features = match arch.dataset {
         DatasetKind::Mnist | DatasetKind::FashionMnist => {
-            g.push("fc1", linear(l, 1024, rng)).push("bn1", bn(1024, rng)).push("relu1", relu());
-            g.push("fc2", linear(1024, 128 * 7 * 7, rng)).push("bn2", bn(128 * 7 * 7, rng)).push("relu2", relu());
-            g.push("reshape", Layer::reshape(&[128, 7, 7]));
-            g.push("deconv1", deconv(128, 64, rng)).push("bn3", bn(64, rng)).push("relu3", relu());
-            g.push("deconv2", deconv(64, 1, rng)).push("tanh", Layer::Tanh(Tanh::new()));
+            g.push("fc1", linear(l, 1024, rng)).push("bn1", bn(1024, rng)).push("relu1", Relu::new());
+            g.push("fc2", linear(1024, 128 * 7 * 7, rng)).push("bn2", bn(128 * 7 * 7, rng)).push("relu2", Relu::new());
+            g.push("reshape", Reshape::new(&[128, 7, 7]));
+            g.push("deconv1", deconv(128, 64, rng)).push("bn3", bn(64, rng)).push("relu3", Relu::new());
+            g.push("deconv2", deconv(64, 1, rng)).push("tanh", Tanh::new());
 
             trunk.push("conv1", conv(1, 64, rng)).push("lrelu1", lrelu());
             trunk.push("conv2", conv(64, 128, rng)).push("bn2", bn(128, rng)).push("lrelu2", lrelu());
-            trunk.push("flatten", Layer::reshape(&[128 * 7 * 7]));
+            trunk.push("flatten", Reshape::new(&[128 * 7 * 7]));
             trunk.push("fc", linear(128 * 7 * 7, 1024, rng)).push("bn3", bn(1024, rng)).push("lrelu3", lrelu());
             1024
         }
         DatasetKind::Cifar10 => {
-            g.push("fc", linear(l, 448 * 2 * 2, rng)).push("bn0", bn(448 * 2 * 2, rng)).push("relu0", relu());
-            g.push("reshape", Layer::reshape(&[448, 2, 2]));
-            g.push("deconv1", deconv(448, 256, rng)).push("bn1", bn(256, rng)).push("relu1", relu());
-            g.push("deconv2", deconv(256, 128, rng)).push("relu2", relu());
-            g.push("deconv3", deconv(128, 64, rng)).push("relu3", relu());
-            g.push("deconv4", deconv(64, 3, rng)).push("tanh", Layer::Tanh(Tanh::new()));
+            g.push("fc", linear(l, 448 * 2 * 2, rng)).push("bn0", bn(448 * 2 * 2, rng)).push("relu0", Relu::new());
+            g.push("reshape", Reshape::new(&[448, 2, 2]));
+            g.push("deconv1", deconv(448, 256, rng)).push("bn1", bn(256, rng)).push("relu1", Relu::new());
+            g.push("deconv2", deconv(256, 128, rng)).push("relu2", Relu::new());
+            g.push("deconv3", deconv(128, 64, rng)).push("relu3", Relu::new());
+            g.push("deconv4", deconv(64, 3, rng)).push("tanh", Tanh::new());
 
             trunk.push("conv1", conv(3, 64, rng)).push("lrelu1", lrelu());
             trunk.push("conv2", conv(64, 128, rng)).push("bn2", bn(128, rng)).push("lrelu2", lrelu());
             trunk.push("conv3", conv(128, 256, rng)).push("bn3", bn(256, rng)).push("lrelu3", lrelu());
-            trunk.push("flatten", Layer::reshape(&[256 * 4 * 4]));
+            trunk.push("flatten", Reshape::new(&[256 * 4 * 4]));
             256 * 4 * 4
         }
     };

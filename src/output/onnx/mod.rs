@@ -1,7 +1,8 @@
 //! ONNX export of a trained generator: `latent: [batch, L]` in, `image: [batch, C, H,
-//! W]` in [-1, 1] out, opset 13, with a symbolic batch dimension. Batch norm is in
-//! inference form, its running statistics folded into the weights of the layer
-//! before it: with `s = weight / sqrt(running_var + eps)`, `W' = s W` (per output
+//! W]` in [-1, 1] out, opset 13, with a symbolic batch dimension. Each layer gives
+//! its own operator (`Layer::onnx`). Batch norm is in inference form; after a linear
+//! or (transposed) convolution its running statistics are folded into that layer's
+//! weights: with `s = weight / sqrt(running_var + eps)`, `W' = s W` (per output
 //! unit or channel) and `b' = s (b - running_mean) + bias`.
 //! Metadata properties describe the latent layout, so that a runtime can build
 //! latent vectors for chosen codes.
@@ -10,12 +11,12 @@ pub mod proto;
 
 use std::path::Path;
 
-use ndarray::{Array1, ArrayD, Axis};
+use ndarray::{Array1, Axis};
 use prost::Message;
 
 use crate::error::{Error, Result};
-use crate::layers::BatchNorm;
-use crate::models::{Architecture, Generator, Layer};
+use crate::layers::{OnnxAttr, OnnxConstant, OnnxOp};
+use crate::models::{Architecture, Generator};
 use crate::tensorfile::write_atomically;
 use proto::*;
 
@@ -25,57 +26,34 @@ pub const OPSET: i64 = 13;
 /// IR version 8 (ONNX 1.10), which opset 13 models may use.
 pub const IR_VERSION: i64 = 8;
 
-/// The generator as an ONNX model.
+/// The generator as an ONNX model: each layer's own operator (`Layer::onnx`), with
+/// a batch norm that follows a layer with `fold_axis` folded into that layer.
 pub fn generator_model(g: &Generator, arch: &Architecture) -> Result<ModelProto> {
     let mut graph = GraphBuilder::default();
     let mut x = "latent".to_string();
-    let layers = &g.net.layers;
-    let mut i = 0;
-    while i < layers.len() {
-        let (name, layer) = (&layers[i].0, &layers[i].1);
-        let bn = match layers.get(i + 1) {
-            Some((_, Layer::BatchNorm(bn))) => Some(bn),
-            _ => None,
-        };
-        x = match layer {
-            Layer::Linear(l) => {
-                let (w, b) = fold(l.weight.clone().into_dyn(), &l.bias, bn, Axis(0));
-                let w = graph.initializer(&format!("{name}.weight"), &w);
-                let b = graph.initializer(&format!("{name}.bias"), &b.into_dyn());
-                graph.node("Gemm", name, &[&x, &w, &b], vec![attr_int("transB", 1)])
-            }
-            Layer::ConvTranspose2d(l) => {
-                let (w, b) = fold(l.weight.clone().into_dyn(), &l.bias, bn, Axis(1));
-                let w = graph.initializer(&format!("{name}.weight"), &w);
-                let b = graph.initializer(&format!("{name}.bias"), &b.into_dyn());
-                let (k, s, p) = (l.weight.dim().2 as i64, l.stride as i64, l.padding as i64);
-                let attrs = vec![
-                    attr_ints("kernel_shape", &[k, k]),
-                    attr_ints("strides", &[s, s]),
-                    attr_ints("pads", &[p, p, p, p]),
-                ];
-                graph.node("ConvTranspose", name, &[&x, &w, &b], attrs)
-            }
-            Layer::Relu(_) => graph.node("Relu", name, &[&x], vec![]),
-            Layer::Tanh(_) => graph.node("Tanh", name, &[&x], vec![]),
-            Layer::LeakyRelu(l) => graph.node("LeakyRelu", name, &[&x], vec![attr_float("alpha", l.negative_slope)]),
-            Layer::Reshape { shape, .. } => {
-                let dims: Vec<i64> = std::iter::once(-1).chain(shape.iter().map(|&d| d as i64)).collect();
-                let s = graph.int64_initializer(&format!("{name}.shape"), &dims);
-                graph.node("Reshape", name, &[&x, &s], vec![])
-            }
-            Layer::BatchNorm(_) => {
-                return Err(Error::Invalid(format!(
-                    "cannot export layer {name}: a batch norm that does not follow a linear or transposed convolution"
-                )));
-            }
-            Layer::Conv2d(_) => {
-                return Err(Error::Invalid(format!(
-                    "cannot export layer {name}: the generator has no Conv2d to export"
-                )));
-            }
-        };
-        i += if bn.is_some() { 2 } else { 1 };
+    let mut ops = g
+        .net
+        .layers
+        .iter()
+        .map(|(name, layer)| {
+            let op =
+                layer.onnx().ok_or_else(|| Error::Invalid(format!("cannot export layer {name}: it has no ONNX form")));
+            op.map(|op| (name.as_str(), op))
+        })
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .peekable();
+    while let Some((name, mut op)) = ops.next() {
+        if op.fold_axis.is_some() && ops.peek().is_some_and(|(_, next)| next.op == BATCH_NORM) {
+            let (_, bn) = ops.next().expect("peeked");
+            fold(&mut op, &bn)?;
+        }
+        let mut inputs = vec![x];
+        for (tensor, value) in &op.constants {
+            inputs.push(graph.initializer(&format!("{name}.{tensor}"), value));
+        }
+        let attrs = op.attrs.iter().map(|(n, a)| attribute(n, a)).collect();
+        x = graph.node(op.op, name, &inputs, attrs);
     }
     let (c, h, w) = arch.dataset.image_shape();
     let latent = arch.latent.size();
@@ -131,27 +109,47 @@ pub fn save(model: &ModelProto, path: &Path) -> Result<()> {
     write_atomically(path, &model.encode_to_vec())
 }
 
-/// A layer's weight and bias with the batch norm after it folded in; `out_axis` is
-/// the weight axis of the output units (0 for Linear's `[F_out, F_in]`, 1 for
-/// ConvTranspose2d's `[C_in, C_out, KH, KW]`).
-fn fold(
-    mut weight: ArrayD<f32>,
-    bias: &Array1<f32>,
-    bn: Option<&BatchNorm>,
-    out_axis: Axis,
-) -> (ArrayD<f32>, Array1<f32>) {
-    let Some(bn) = bn else { return (weight, bias.clone()) };
-    let scale: Array1<f32> = bn
-        .running_var
-        .iter()
-        .zip(&bn.weight)
-        .map(|(&var, &g)| (g as f64 / (var as f64 + bn.eps as f64).sqrt()) as f32)
-        .collect();
-    for (o, mut slice) in weight.axis_iter_mut(out_axis).enumerate() {
+/// ONNX's batch norm operator, as `BatchNorm::onnx` gives it.
+const BATCH_NORM: &str = "BatchNormalization";
+
+/// Folds the batch norm `bn` (its constants weight, bias, running_mean and
+/// running_var) into `op`'s weight and bias (its first two constants), along the
+/// weight's output axis `op.fold_axis`.
+fn fold(op: &mut OnnxOp, bn: &OnnxOp) -> Result<()> {
+    let of_bn = |name: &str| match bn.constants.iter().find(|(n, _)| *n == name) {
+        Some((_, OnnxConstant::Float(a))) => Some(a.view()),
+        _ => None,
+    };
+    let eps = bn.attrs.iter().find_map(|(n, a)| match (n, a) {
+        (&"epsilon", OnnxAttr::Float(e)) => Some(*e),
+        _ => None,
+    });
+    let (Some(gamma), Some(beta), Some(mean), Some(var), Some(eps)) =
+        (of_bn("weight"), of_bn("bias"), of_bn("running_mean"), of_bn("running_var"), eps)
+    else {
+        return Err(Error::Invalid(format!("cannot fold a {BATCH_NORM} without its statistics into {}", op.op)));
+    };
+    let scale: Array1<f32> =
+        var.iter().zip(gamma.iter()).map(|(&var, &g)| (g as f64 / (var as f64 + eps as f64).sqrt()) as f32).collect();
+    let axis = Axis(op.fold_axis.expect("a foldable layer"));
+    let [(_, OnnxConstant::Float(weight)), (_, OnnxConstant::Float(bias)), ..] = &mut op.constants[..] else {
+        return Err(Error::Invalid(format!("{} has no weight and bias to fold a batch norm into", op.op)));
+    };
+    for (o, mut slice) in weight.axis_iter_mut(axis).enumerate() {
         slice.mapv_inplace(|v| v * scale[o]);
     }
-    let bias = Array1::from_shape_fn(bias.len(), |o| scale[o] * (bias[o] - bn.running_mean[o]) + bn.bias[o]);
-    (weight, bias)
+    for (o, b) in bias.iter_mut().enumerate() {
+        *b = scale[o] * (*b - mean[o]) + beta[o];
+    }
+    Ok(())
+}
+
+fn attribute(name: &str, a: &OnnxAttr) -> AttributeProto {
+    match a {
+        OnnxAttr::Int(i) => attr_int(name, *i),
+        OnnxAttr::Float(f) => attr_float(name, *f),
+        OnnxAttr::Ints(v) => attr_ints(name, v),
+    }
 }
 
 #[derive(Default)]
@@ -161,30 +159,28 @@ struct GraphBuilder {
 }
 
 impl GraphBuilder {
-    fn initializer(&mut self, name: &str, t: &ArrayD<f32>) -> String {
-        self.initializers.push(TensorProto {
-            dims: t.shape().iter().map(|&d| d as i64).collect(),
-            data_type: Some(FLOAT),
-            int64_data: Vec::new(),
-            name: Some(name.into()),
-            raw_data: Some(t.iter().flat_map(|v| v.to_le_bytes()).collect()),
-        });
-        name.into()
-    }
-
-    fn int64_initializer(&mut self, name: &str, values: &[i64]) -> String {
-        self.initializers.push(TensorProto {
-            dims: vec![values.len() as i64],
-            data_type: Some(INT64),
-            int64_data: values.to_vec(),
-            name: Some(name.into()),
-            raw_data: None,
+    fn initializer(&mut self, name: &str, value: &OnnxConstant) -> String {
+        self.initializers.push(match value {
+            OnnxConstant::Float(t) => TensorProto {
+                dims: t.shape().iter().map(|&d| d as i64).collect(),
+                data_type: Some(FLOAT),
+                int64_data: Vec::new(),
+                name: Some(name.into()),
+                raw_data: Some(t.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            },
+            OnnxConstant::Int64(values) => TensorProto {
+                dims: vec![values.len() as i64],
+                data_type: Some(INT64),
+                int64_data: values.to_vec(),
+                name: Some(name.into()),
+                raw_data: None,
+            },
         });
         name.into()
     }
 
     /// Appends a node; its output is named after the node.
-    fn node(&mut self, op: &str, name: &str, inputs: &[&str], attribute: Vec<AttributeProto>) -> String {
+    fn node(&mut self, op: &str, name: &str, inputs: &[String], attribute: Vec<AttributeProto>) -> String {
         let output = format!("{name}.out");
         self.nodes.push(NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),
