@@ -1,10 +1,12 @@
 //! The InfoGAN paper's unsupervised classification measure: how well the first
 //! categorical code, read off by Q on real images, predicts their labels (Chen et al.,
 //! 2016, section 7.1: about 5% error on MNIST). Code values are matched to labels by
-//! the best one-to-one assignment (the Hungarian algorithm); with more code values
-//! than labels, each value takes its majority label.
+//! the best one-to-one assignment (the Hungarian algorithm, from the pathfinding
+//! crate); with more code values than labels, each value takes its majority label.
 
 use ndarray::s;
+use pathfinding::kuhn_munkres::kuhn_munkres;
+use pathfinding::matrix::Matrix;
 
 use crate::data::Dataset;
 use crate::models::{Discriminator, LatentSpec};
@@ -65,8 +67,7 @@ pub fn score(codes: &[usize], labels: &[u8], code_values: usize, classes: usize)
         counts[c][l as usize] += 1;
     }
     let code_to_label: Vec<Option<usize>> = if code_values <= classes {
-        let weights: Vec<Vec<f64>> = counts.iter().map(|row| row.iter().map(|&n| n as f64).collect()).collect();
-        hungarian_max(&weights).into_iter().map(Some).collect()
+        best_assignment(&counts).into_iter().map(Some).collect()
     } else {
         counts
             .iter()
@@ -102,69 +103,16 @@ pub fn categorical_accuracy(
     score(&codes, &data.labels, spec.categorical[0], data.class_names.len())
 }
 
-/// The assignment of rows to distinct columns that maximises the total weight
-/// (`rows <= cols`): the Hungarian algorithm (Kuhn-Munkres) with potentials, O(n^3).
-/// Returns the column of each row.
-pub fn hungarian_max(weights: &[Vec<f64>]) -> Vec<usize> {
-    let n = weights.len();
-    let m = weights.first().map_or(0, Vec::len);
-    assert!(n <= m, "hungarian_max: {n} rows but only {m} columns");
-    // Minimise cost = max - weight, on a 1-indexed formulation (e-maxx's).
-    let max = weights.iter().flatten().fold(0f64, |a, &b| a.max(b));
-    let cost = |i: usize, j: usize| max - weights[i - 1][j - 1];
-    let (mut u, mut v) = (vec![0f64; n + 1], vec![0f64; m + 1]);
-    let (mut p, mut way) = (vec![0usize; m + 1], vec![0usize; m + 1]);
-    for i in 1..=n {
-        p[0] = i;
-        let mut j0 = 0;
-        let mut minv = vec![f64::INFINITY; m + 1];
-        let mut used = vec![false; m + 1];
-        loop {
-            used[j0] = true;
-            let i0 = p[j0];
-            let (mut delta, mut j1) = (f64::INFINITY, 0);
-            for j in 1..=m {
-                if !used[j] {
-                    let cur = cost(i0, j) - u[i0] - v[j];
-                    if cur < minv[j] {
-                        minv[j] = cur;
-                        way[j] = j0;
-                    }
-                    if minv[j] < delta {
-                        delta = minv[j];
-                        j1 = j;
-                    }
-                }
-            }
-            for j in 0..=m {
-                if used[j] {
-                    u[p[j]] += delta;
-                    v[j] -= delta;
-                } else {
-                    minv[j] -= delta;
-                }
-            }
-            j0 = j1;
-            if p[j0] == 0 {
-                break;
-            }
-        }
-        loop {
-            let j1 = way[j0];
-            p[j0] = p[j1];
-            j0 = j1;
-            if j0 == 0 {
-                break;
-            }
-        }
-    }
-    let mut assignment = vec![0; n];
-    for j in 1..=m {
-        if p[j] > 0 {
-            assignment[p[j] - 1] = j - 1;
-        }
-    }
-    assignment
+/// The assignment of code values (rows) to distinct labels (columns) that
+/// maximises the number of images it gets right (`rows <= cols`): the Hungarian
+/// algorithm (Kuhn-Munkres), from the pathfinding crate. Returns the column of each
+/// row.
+pub fn best_assignment(counts: &[Vec<usize>]) -> Vec<usize> {
+    let (n, m) = (counts.len(), counts.first().map_or(0, Vec::len));
+    assert!(n <= m, "best_assignment: {n} rows but only {m} columns");
+    let flat: Vec<i64> = counts.iter().flatten().map(|&c| c as i64).collect();
+    let weights = Matrix::from_vec(n, m, flat).expect("rows of equal length");
+    kuhn_munkres(&weights).1
 }
 
 /// The per-code information lower bounds `H(c) - loss` from per-code losses.
@@ -184,12 +132,12 @@ mod tests {
     use super::*;
 
     /// Every permutation of a small matrix, to check the Hungarian result.
-    fn brute_force(w: &[Vec<f64>]) -> f64 {
-        fn go(w: &[Vec<f64>], row: usize, used: &mut Vec<bool>) -> f64 {
+    fn brute_force(w: &[Vec<usize>]) -> usize {
+        fn go(w: &[Vec<usize>], row: usize, used: &mut Vec<bool>) -> usize {
             if row == w.len() {
-                return 0.0;
+                return 0;
             }
-            let mut best = f64::NEG_INFINITY;
+            let mut best = 0;
             for j in 0..w[0].len() {
                 if !used[j] {
                     used[j] = true;
@@ -203,26 +151,26 @@ mod tests {
     }
 
     #[test]
-    fn hungarian_finds_the_best_assignment() {
+    fn the_assignment_is_the_best_one() {
         let mut seed = 1u64;
         for (n, m) in [(1, 1), (3, 3), (4, 6), (6, 6), (7, 7)] {
             for _ in 0..20 {
-                let w: Vec<Vec<f64>> = (0..n)
+                let w: Vec<Vec<usize>> = (0..n)
                     .map(|_| {
                         (0..m)
                             .map(|_| {
                                 seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                                (seed >> 40) as f64 % 100.0
+                                (seed >> 40) as usize % 100
                             })
                             .collect()
                     })
                     .collect();
-                let a = hungarian_max(&w);
+                let a = best_assignment(&w);
                 let mut cols = a.clone();
                 cols.sort();
                 cols.dedup();
                 assert_eq!(cols.len(), n, "columns used twice: {a:?}");
-                let total: f64 = a.iter().enumerate().map(|(i, &j)| w[i][j]).sum();
+                let total: usize = a.iter().enumerate().map(|(i, &j)| w[i][j]).sum();
                 assert_eq!(total, brute_force(&w), "{w:?} -> {a:?}");
             }
         }
