@@ -59,7 +59,7 @@ pub const SCORE_IMAGES: usize = 5000;
 pub const SCORE_SEED: u64 = 1;
 
 /// The columns the figures take in `metrics.csv`.
-pub const SCORE_HEADER: &str = "frechet_distance,inception_score,diversity";
+pub const SCORE_COLUMNS: [&str; 3] = ["frechet_distance", "inception_score", "diversity"];
 
 /// Real training images whose pairwise distances define the diversity's unit.
 const PAIRWISE_SAMPLE: usize = 2000;

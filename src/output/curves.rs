@@ -1,9 +1,10 @@
-//! The charts of a run: `losses.png` from `losses.csv`.
+//! The charts of a run: `losses.png` from `losses.csv`, and the columns of a CSV as
+//! chart points (`infogan plot`).
 
 use std::path::Path;
 
 use super::chart::{PALETTE, Panel, Series, render};
-use super::csv;
+use super::csv::{self, LossRow};
 use crate::error::{Error, Result};
 
 /// The column `name` of a CSV against its `step` column.
@@ -14,32 +15,30 @@ pub fn column(header: &[String], rows: &[Vec<f64>], name: &str, path: &Path) -> 
     Ok(rows.iter().filter(|r| r.len() > x.max(y)).map(|r| (r[x], r[y])).collect())
 }
 
+/// A value of a `losses.csv` row.
+type Column = fn(&LossRow) -> f64;
+
 /// `losses.png`: the three losses, and D's mean outputs on real and generated images.
 pub fn losses_chart(csv_path: &Path, png_path: &Path) -> Result<()> {
-    let (header, rows) = csv::read(csv_path)?;
-    let series = |names: &[(&str, &str)]| -> Result<Vec<Series>> {
-        names
-            .iter()
-            .enumerate()
-            .map(|(i, (col, label))| {
-                Ok(Series {
-                    label: label.to_string(),
-                    points: column(&header, &rows, col, csv_path)?,
-                    color: PALETTE[i],
-                })
-            })
-            .collect()
+    let rows: Vec<LossRow> = csv::read_rows(csv_path)?;
+    let series = |columns: &[(Column, &str)]| -> Vec<Series> {
+        let series = columns.iter().enumerate().map(|(i, (value, label))| Series {
+            label: label.to_string(),
+            points: rows.iter().map(|r| (r.step as f64, value(r))).collect(),
+            color: PALETTE[i],
+        });
+        series.collect()
     };
     let losses = Panel {
         title: "Losses".into(),
         y_label: "loss".into(),
-        series: series(&[("d_loss", "D loss"), ("g_loss", "G loss"), ("info_loss", "info loss")])?,
+        series: series(&[(|r| r.d_loss, "D loss"), (|r| r.g_loss, "G loss"), (|r| r.info_loss, "info loss")]),
         y_range: None,
     };
     let outputs = Panel {
         title: "Discriminator's mean output".into(),
         y_label: "probability".into(),
-        series: series(&[("d_real", "D(x) real"), ("d_fake", "D(G(z)) generated")])?,
+        series: series(&[(|r| r.d_real, "D(x) real"), (|r| r.d_fake, "D(G(z)) generated")]),
         y_range: Some((0.0, 1.0)),
     };
     render(&[losses, outputs], "step", 900, 700).save(png_path)

@@ -14,12 +14,12 @@ use crate::error::{Error, Result};
 use crate::eval::{categorical_accuracy, lower_bounds, mean_rows};
 use crate::models::LatentBatch;
 use crate::models::classifier::Classifier;
-use crate::output::csv::{CsvLog, LOSS_HEADER};
+use crate::output::csv::{CsvLog, LossRow, header_of};
 use crate::output::curves::losses_chart;
 use crate::output::gif;
 use crate::output::grid::tile;
 use crate::output::png::Image;
-use crate::score::{Quality, Reference, SCORE_HEADER, SCORE_IMAGES, SCORE_SEED, quality_of_generator};
+use crate::score::{Quality, Reference, SCORE_COLUMNS, SCORE_IMAGES, SCORE_SEED, quality_of_generator};
 use crate::train::run::{Observer, StepEnd};
 use crate::train::{StepStats, Trainer, checkpoint};
 
@@ -68,16 +68,19 @@ impl<'a> RunFiles<'a> {
         prepare_out(out)?;
         let step = trainer.step;
         let names = trainer.config.arch.latent.code_names();
-        let bounds: Vec<String> = names.iter().map(|n| format!("mi_bound_{n}")).collect();
-        let bounds = bounds.join(",");
+        let bounds = names.iter().map(|n| format!("mi_bound_{n}"));
+        let columns = |first: &[&str], rest: &[&str]| -> Vec<String> {
+            let (first, rest) = (first.iter().map(|c| c.to_string()), rest.iter().map(|c| c.to_string()));
+            first.chain(bounds.clone()).chain(rest).collect()
+        };
         Ok(RunFiles {
             out: out.to_path_buf(),
             log_every: log_every.max(1),
-            losses: CsvLog::open(&out.join("losses.csv"), LOSS_HEADER, step)?,
-            information: CsvLog::open(&out.join("information.csv"), &format!("epoch,step,{bounds}"), step)?,
+            losses: CsvLog::open(&out.join("losses.csv"), &header_of::<LossRow>(), step)?,
+            information: CsvLog::open(&out.join("information.csv"), &columns(&["epoch", "step"], &[]), step)?,
             metrics: CsvLog::open(
                 &out.join("metrics.csv"),
-                &format!("epoch,step,categorical_accuracy,{bounds},{SCORE_HEADER}"),
+                &columns(&["epoch", "step", "categorical_accuracy"], &SCORE_COLUMNS),
                 step,
             )?,
             window: LogWindow::default(),
@@ -96,7 +99,7 @@ impl<'a> RunFiles<'a> {
             return Ok(None);
         }
         let window = std::mem::take(&mut self.window);
-        self.losses.row(&window.row(s.epoch, s.step))?;
+        self.losses.serialize(&window.row(s.epoch, s.step))?;
         let bounds = lower_bounds(&trainer.config.arch.latent, &mean_rows(&window.code_losses));
         self.information.row(&numbers(s.epoch, s.step, None, &bounds))?;
         Ok(Some(window))
@@ -253,12 +256,17 @@ impl LogWindow {
         self.images as f64 / self.seconds.max(1e-9)
     }
 
-    /// The `losses.csv` row: epoch, step, d_loss, g_loss, info_loss, d_real, d_fake,
-    /// images_per_s.
-    fn row(&self, epoch: usize, step: u64) -> Vec<String> {
-        let means = [self.d_loss, self.g_loss, self.info_loss, self.d_real, self.d_fake].map(|v| self.mean(v));
-        let mut row = vec![epoch.to_string(), step.to_string()];
-        row.extend(means.iter().chain([self.images_per_s()].iter()).map(|v| format!("{v:.5}")));
-        row
+    /// The interval's `losses.csv` row.
+    fn row(&self, epoch: usize, step: u64) -> LossRow {
+        LossRow {
+            epoch,
+            step,
+            d_loss: self.mean(self.d_loss),
+            g_loss: self.mean(self.g_loss),
+            info_loss: self.mean(self.info_loss),
+            d_real: self.mean(self.d_real),
+            d_fake: self.mean(self.d_fake),
+            images_per_s: self.images_per_s(),
+        }
     }
 }
