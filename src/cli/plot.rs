@@ -93,7 +93,7 @@ pub fn run(args: PlotArgs) -> Result<()> {
     let panels: Vec<Panel> =
         [cat, cont, acc, frechet, diversity].into_iter().filter(|p| !p.series.is_empty()).collect();
     let height = 300 * panels.len() + 40;
-    render(&panels, "step", 900, height).save(&args.out)?;
+    render(&panels, "step", 900, height)?.save(&args.out)?;
     eprintln!("infogan: wrote {}", args.out.display());
     Ok(())
 }

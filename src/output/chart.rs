@@ -1,9 +1,19 @@
 //! Line charts as PNG: one or more stacked panels sharing an x axis, each with axes,
-//! "nice" ticks, grid lines, a title and a legend. Drawn pixel by pixel with the
-//! built-in 5x7 font, so charts need no plotting library.
+//! ticks, grid lines, a title and a legend, drawn by the plotters crate into an RGB
+//! buffer. The text is DejaVu Sans (an ASCII subset compiled into the binary, with
+//! its licence in `assets/fonts/`), so charts need no system fonts; plotters
+//! measures it, and `chart_text` draws it.
 
-use super::font;
+use std::sync::OnceLock;
+
+use plotters::prelude::*;
+use plotters::style::{FontStyle, register_font};
+
+use ab_glyph::FontRef;
+
+use super::chart_text::TextBackend;
 use super::png::Image;
+use crate::error::{Error, Result};
 
 /// One curve: its label in the legend, its points, its colour.
 #[derive(Debug, Clone)]
@@ -35,117 +45,23 @@ pub const PALETTE: [[u8; 3]; 8] = [
     [127, 127, 127],
 ];
 
-/// Text scale: font pixels are drawn as 2x2 blocks.
-const SCALE: usize = 2;
-const WHITE: [u8; 3] = [255, 255, 255];
-const BLACK: [u8; 3] = [0, 0, 0];
-const GRID: [u8; 3] = [225, 225, 225];
-const LEFT: usize = 90;
-const RIGHT: usize = 40;
-const TOP: usize = 34;
-const BOTTOM: usize = 50;
+const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans-subset.ttf");
+/// The family the font is registered under with plotters.
+const FAMILY: &str = "sans-serif";
+const GRID: RGBColor = RGBColor(225, 225, 225);
+/// About how many ticks each axis gets.
+const X_TICKS: usize = 8;
+const Y_TICKS: usize = 6;
 
-struct Canvas {
-    img: Image,
-}
-
-impl Canvas {
-    fn set(&mut self, x: i64, y: i64, color: [u8; 3]) {
-        if x >= 0 && y >= 0 && (x as usize) < self.img.width && (y as usize) < self.img.height {
-            let i = (y as usize * self.img.width + x as usize) * 3;
-            self.img.pixels[i..i + 3].copy_from_slice(&color);
-        }
-    }
-
-    fn rect(&mut self, x0: i64, y0: i64, x1: i64, y1: i64, color: [u8; 3]) {
-        for y in y0..=y1 {
-            for x in x0..=x1 {
-                self.set(x, y, color);
-            }
-        }
-    }
-
-    /// A line two pixels wide (Bresenham).
-    fn line(&mut self, (x0, y0): (i64, i64), (x1, y1): (i64, i64), color: [u8; 3]) {
-        let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
-        let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
-        let (mut x, mut y, mut err) = (x0, y0, dx + dy);
-        loop {
-            self.set(x, y, color);
-            self.set(x, y + 1, color);
-            if x == x1 && y == y1 {
-                break;
-            }
-            let e2 = 2 * err;
-            if e2 >= dy {
-                err += dy;
-                x += sx;
-            }
-            if e2 <= dx {
-                err += dx;
-                y += sy;
-            }
-        }
-    }
-
-    fn text(&mut self, x: i64, y: i64, s: &str, color: [u8; 3]) {
-        for (i, ch) in s.chars().enumerate() {
-            let left = x + (i * font::ADVANCE * SCALE) as i64;
-            for fy in 0..font::HEIGHT {
-                for fx in 0..font::WIDTH {
-                    if font::pixel(ch, fx, fy) {
-                        let (px, py) = (left + (fx * SCALE) as i64, y + (fy * SCALE) as i64);
-                        self.rect(px, py, px + SCALE as i64 - 1, py + SCALE as i64 - 1, color);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Text rotated a quarter turn counter-clockwise (for the y-axis label).
-    fn text_vertical(&mut self, x: i64, y_bottom: i64, s: &str, color: [u8; 3]) {
-        for (i, ch) in s.chars().enumerate() {
-            let base = y_bottom - (i * font::ADVANCE * SCALE) as i64;
-            for fy in 0..font::HEIGHT {
-                for fx in 0..font::WIDTH {
-                    if font::pixel(ch, fx, fy) {
-                        let (px, py) = (x + (fy * SCALE) as i64, base - (fx * SCALE) as i64);
-                        self.rect(px, py - SCALE as i64 + 1, px + SCALE as i64 - 1, py, color);
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn text_width(s: &str) -> usize {
-    s.chars().count() * font::ADVANCE * SCALE
-}
-
-/// Tick positions at 1, 2 or 5 times a power of ten, about `target` of them.
-pub fn nice_ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
-    if !(lo.is_finite() && hi.is_finite()) || hi <= lo {
-        return vec![lo];
-    }
-    let raw = (hi - lo) / target.max(1) as f64;
-    let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag);
-    let first = (lo / step).ceil() as i64;
-    let last = (hi / step).floor() as i64;
-    (first..=last).map(|i| i as f64 * step).collect()
-}
-
-/// A tick label: as few digits as the tick step needs.
-fn format_tick(v: f64, step: f64) -> String {
-    if v.abs() >= 1e5 || (v != 0.0 && v.abs() < 1e-3) {
-        return format!("{v:.1e}");
-    }
-    let decimals = if step >= 1.0 { 0 } else { (-step.log10().floor()) as usize };
-    format!("{v:.decimals$}")
+/// Registers the font with plotters, once per process.
+fn font() -> Result<()> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let ok = *REGISTERED.get_or_init(|| register_font(FAMILY, FontStyle::Normal, FONT).is_ok());
+    ok.then_some(()).ok_or_else(|| Error::Invalid("the charts' built-in font does not load".into()))
 }
 
 /// The data range of a panel's curves, padded a little; `(0, 1)` if there is no data.
-fn data_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
+fn data_range(values: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
     let (lo, hi) =
         values.filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
     if !lo.is_finite() {
@@ -154,91 +70,129 @@ fn data_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     if hi - lo < 1e-12 {
         return (lo - 0.5, hi + 0.5);
     }
-    let pad = 0.05 * (hi - lo);
-    (lo - pad, hi + pad)
+    (lo - pad * (hi - lo), hi + pad * (hi - lo))
+}
+
+/// A tick label with as few decimals as ticks about `(hi - lo) / ticks` apart need,
+/// at the 1-2-5 steps plotters places them at.
+fn tick_label(v: f64, lo: f64, hi: f64, ticks: usize) -> String {
+    if v.abs() >= 1e5 || (v != 0.0 && v.abs() < 1e-3) {
+        return format!("{v:.1e}");
+    }
+    let raw = (hi - lo) / ticks as f64;
+    if !(raw.is_finite() && raw > 0.0) {
+        return format!("{v}");
+    }
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * magnitude).find(|s| *s >= raw).unwrap_or(10.0 * magnitude);
+    let decimals = (-step.log10().floor()).max(0.0) as usize;
+    format!("{v:.decimals$}")
+}
+
+fn draw_error<E: std::error::Error + Send + Sync>(e: DrawingAreaErrorKind<E>) -> Error {
+    Error::Invalid(format!("cannot draw the chart: {e}"))
 }
 
 /// Draws `panels` stacked top to bottom in a `width x height` RGB image, sharing the
 /// x axis (labelled `x_label` under the last panel).
-pub fn render(panels: &[Panel], x_label: &str, width: usize, height: usize) -> Image {
-    let mut c = Canvas { img: Image::filled(width, height, 3, 255) };
-    let all_x = panels.iter().flat_map(|p| p.series.iter().flat_map(|s| s.points.iter().map(|pt| pt.0)));
-    let (x_lo, x_hi) = {
-        let (lo, hi) = data_range(all_x);
+pub fn render(panels: &[Panel], x_label: &str, width: usize, height: usize) -> Result<Image> {
+    font()?;
+    let mut pixels = vec![255u8; width * height * 3];
+    {
+        let inner = BitMapBackend::with_buffer(&mut pixels, (width as u32, height as u32));
+        let font = FontRef::try_from_slice(FONT)
+            .map_err(|_| Error::Invalid("the charts' built-in font does not load".into()))?;
+        let root = TextBackend { inner, font }.into_drawing_area();
         // No padding on x: curves start at the left edge.
-        let pad = (hi - lo) / 1.1 * 0.05;
-        (lo + pad, hi - pad)
-    };
-    let panel_h = height / panels.len().max(1);
-    for (pi, panel) in panels.iter().enumerate() {
-        let top = pi * panel_h + TOP;
-        let bottom = if pi + 1 == panels.len() { height - 60 } else { (pi + 1) * panel_h - BOTTOM };
-        let (left, right) = (LEFT, width - RIGHT);
-        let (y_lo, y_hi) =
-            panel.y_range.unwrap_or_else(|| data_range(panel.series.iter().flat_map(|s| s.points.iter().map(|p| p.1))));
-        let to_px = |x: f64, y: f64| -> (i64, i64) {
-            let fx = (x - x_lo) / (x_hi - x_lo).max(1e-12);
-            let fy = (y - y_lo) / (y_hi - y_lo).max(1e-12);
-            (
-                left as i64 + (fx * (right - left) as f64).round() as i64,
-                bottom as i64 - (fy * (bottom - top) as f64).round() as i64,
-            )
-        };
-        // Grid and y ticks.
-        let y_ticks = nice_ticks(y_lo, y_hi, 5);
-        let y_step = if y_ticks.len() > 1 { y_ticks[1] - y_ticks[0] } else { 1.0 };
-        for &t in &y_ticks {
-            let (_, py) = to_px(x_lo, t);
-            c.rect(left as i64, py, right as i64, py, GRID);
-            c.rect(left as i64 - 5, py, left as i64 - 1, py, BLACK);
-            let label = format_tick(t, y_step);
-            c.text(left as i64 - 8 - text_width(&label) as i64, py - 7, &label, BLACK);
-        }
-        let x_ticks = nice_ticks(x_lo, x_hi, 6);
-        let x_step = if x_ticks.len() > 1 { x_ticks[1] - x_ticks[0] } else { 1.0 };
-        for &t in &x_ticks {
-            let (px, _) = to_px(t, y_lo);
-            c.rect(px, top as i64, px, bottom as i64, GRID);
-            c.rect(px, bottom as i64 + 1, px, bottom as i64 + 5, BLACK);
-            let label = format_tick(t, x_step);
-            c.text(px - text_width(&label) as i64 / 2, bottom as i64 + 9, &label, BLACK);
-        }
-        // Curves, clipped to the plot area by skipping points outside it.
-        for s in &panel.series {
-            let pts: Vec<(i64, i64)> =
-                s.points.iter().filter(|p| p.0.is_finite() && p.1.is_finite()).map(|&(x, y)| to_px(x, y)).collect();
-            let inside = |p: &(i64, i64)| p.1 >= top as i64 - 1 && p.1 <= bottom as i64 + 1;
-            for w in pts.windows(2) {
-                if inside(&w[0]) && inside(&w[1]) {
-                    c.line(w[0], w[1], s.color);
-                }
+        let all_x = panels.iter().flat_map(|p| p.series.iter().flat_map(|s| s.points.iter().map(|pt| pt.0)));
+        let (x_lo, x_hi) = data_range(all_x, 0.0);
+        for (i, (panel, area)) in panels.iter().zip(root.split_evenly((panels.len().max(1), 1))).enumerate() {
+            let last = i + 1 == panels.len();
+            let ys = panel.series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
+            let (y_lo, y_hi) = panel.y_range.unwrap_or_else(|| data_range(ys, 0.05));
+            let mut chart = ChartBuilder::on(&area)
+                .caption(&panel.title, (FAMILY, 20))
+                .margin(12)
+                .margin_right(30)
+                .x_label_area_size(if last { 50 } else { 30 })
+                .y_label_area_size(70)
+                .build_cartesian_2d(x_lo..x_hi, y_lo..y_hi)
+                .map_err(draw_error)?;
+            let x_tick = |v: &f64| tick_label(*v, x_lo, x_hi, X_TICKS);
+            let y_tick = |v: &f64| tick_label(*v, y_lo, y_hi, Y_TICKS);
+            let mut mesh = chart.configure_mesh();
+            mesh.bold_line_style(GRID)
+                .light_line_style(WHITE)
+                .x_labels(X_TICKS)
+                .y_labels(Y_TICKS)
+                .x_label_formatter(&x_tick)
+                .y_label_formatter(&y_tick)
+                .label_style((FAMILY, 15))
+                .axis_desc_style((FAMILY, 16))
+                .y_desc(&panel.y_label);
+            if last {
+                mesh.x_desc(x_label);
+            }
+            mesh.draw().map_err(draw_error)?;
+            for s in &panel.series {
+                let color = RGBColor(s.color[0], s.color[1], s.color[2]);
+                let points = s.points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite());
+                chart
+                    .draw_series(LineSeries::new(points, color.stroke_width(2)))
+                    .map_err(draw_error)?
+                    .label(&s.label)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3)));
+            }
+            if !panel.series.is_empty() {
+                chart
+                    .configure_series_labels()
+                    .position(SeriesLabelPosition::UpperRight)
+                    .background_style(WHITE.mix(0.9))
+                    .border_style(BLACK)
+                    .label_font((FAMILY, 15))
+                    .draw()
+                    .map_err(draw_error)?;
             }
         }
-        // Axes box.
-        c.rect(left as i64, top as i64, right as i64, top as i64, BLACK);
-        c.rect(left as i64, bottom as i64, right as i64, bottom as i64, BLACK);
-        c.rect(left as i64, top as i64, left as i64, bottom as i64, BLACK);
-        c.rect(right as i64, top as i64, right as i64, bottom as i64, BLACK);
-        // Title and y label.
-        c.text(left as i64, top as i64 - 24, &panel.title, BLACK);
-        let label_len = text_width(&panel.y_label) as i64;
-        c.text_vertical(6, (top + bottom) as i64 / 2 + label_len / 2, &panel.y_label, BLACK);
-        // Legend, top right inside the plot.
-        let legend_w = panel.series.iter().map(|s| text_width(&s.label)).max().unwrap_or(0) + 40;
-        let (lx, ly) = (right as i64 - legend_w as i64 - 8, top as i64 + 8);
-        let lh = (panel.series.len() * 20 + 8) as i64;
-        c.rect(lx, ly, lx + legend_w as i64, ly + lh, WHITE);
-        for (i, s) in panel.series.iter().enumerate() {
-            let y = ly + 6 + 20 * i as i64;
-            c.rect(lx + 6, y + 5, lx + 26, y + 8, s.color);
-            c.text(lx + 32, y, &s.label, BLACK);
-        }
-        c.rect(lx, ly, lx + legend_w as i64, ly, BLACK);
-        c.rect(lx, ly + lh, lx + legend_w as i64, ly + lh, BLACK);
-        c.rect(lx, ly, lx, ly + lh, BLACK);
-        c.rect(lx + legend_w as i64, ly, lx + legend_w as i64, ly + lh, BLACK);
+        root.present().map_err(draw_error)?;
     }
-    let xl = x_label;
-    c.text((width - text_width(xl)) as i64 / 2, height as i64 - 22, xl, BLACK);
-    c.img
+    Ok(Image { width, height, channels: 3, pixels })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tick_labels_have_the_decimals_of_the_step() {
+        assert_eq!(tick_label(50.0, 10.0, 200.0, 8), "50");
+        assert_eq!(tick_label(0.4, 0.35, 0.92, 6), "0.4");
+        assert_eq!(tick_label(-0.35, -0.47, -0.33, 6), "-0.35");
+        assert_eq!(tick_label(2e6, 0.0, 4e6, 8), "2.0e6");
+    }
+
+    #[test]
+    fn a_chart_has_its_curves_and_its_text() {
+        let series =
+            |color| Series { label: "a curve".into(), points: vec![(0.0, 0.0), (1.0, 1.0), (2.0, 0.5)], color };
+        let panels = [
+            Panel { title: "First".into(), y_label: "y".into(), series: vec![series(PALETTE[0])], y_range: None },
+            Panel {
+                title: "Second".into(),
+                y_label: "y".into(),
+                series: vec![series(PALETTE[1])],
+                y_range: Some((0.0, 1.0)),
+            },
+        ];
+        let img = render(&panels, "step", 400, 500).unwrap();
+        assert_eq!((img.width, img.height, img.channels, img.pixels.len()), (400, 500, 3, 400 * 500 * 3));
+        let count = |rgb: [u8; 3], rows: std::ops::Range<usize>| {
+            img.pixels[rows.start * 400 * 3..rows.end * 400 * 3].chunks(3).filter(|p| *p == rgb).count()
+        };
+        assert!(count(PALETTE[0], 0..250) > 100, "the first curve is missing from the top panel");
+        assert!(count(PALETTE[1], 250..500) > 100, "the second curve is missing from the bottom panel");
+        // The titles: dark pixels in the top rows.
+        let dark = img.pixels[..30 * 400 * 3].chunks(3).filter(|p| p.iter().all(|&v| v < 100)).count();
+        assert!(dark > 20, "no title text ({dark} dark pixels)");
+    }
 }

@@ -41,5 +41,5 @@ pub fn losses_chart(csv_path: &Path, png_path: &Path) -> Result<()> {
         series: series(&[(|r| r.d_real, "D(x) real"), (|r| r.d_fake, "D(G(z)) generated")]),
         y_range: Some((0.0, 1.0)),
     };
-    render(&[losses, outputs], "step", 900, 700).save(png_path)
+    render(&[losses, outputs], "step", 900, 700)?.save(png_path)
 }

@@ -2,9 +2,9 @@
 //! (with the `onnx` feature) the generator as an ONNX model.
 
 pub mod chart;
+mod chart_text;
 pub mod csv;
 pub mod curves;
-pub mod font;
 pub mod gif;
 pub mod grid;
 #[cfg(feature = "onnx")]
