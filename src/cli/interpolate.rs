@@ -6,13 +6,13 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use ndarray::{Array1, Array2, Axis, s};
+use ndarray::{Array2, s};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::error::{Error, Result};
+use crate::models::Generator;
 use crate::models::weights;
-use crate::models::{Generator, LatentSpec};
 use crate::output::gif;
 use crate::output::grid::{tile, upscale};
 use crate::output::png::Image;
@@ -62,7 +62,7 @@ pub fn run(args: InterpolateArgs) -> Result<()> {
     let end = spec.sample(1, &mut Xoshiro256PlusPlus::seed_from_u64(args.to)).z.row(0).to_owned();
     let mut written = Vec::new();
     for (name, spherical) in [("linear", false), ("slerp", true)] {
-        let z = path(&spec, &start, &end, args.steps, spherical);
+        let z = spec.interpolate(&start, &end, args.steps, spherical);
         let frames = single_frames(&mut loaded.generator, &z, args.scale);
         let strip = tile(&loaded.generator.generate(&z), 1, args.steps);
         written.push(save_png(&upscale(&strip, args.scale), &args.out_dir.join(format!("interp_{name}.png")))?);
@@ -73,7 +73,7 @@ pub fn run(args: InterpolateArgs) -> Result<()> {
         written.push(gif_path);
     }
     if let Some(code) = &args.sweep {
-        let frames_z = sweep(&spec, code, args.from, args.n, args.steps)?;
+        let frames_z = spec.sweep(code, args.n, args.steps, &mut Xoshiro256PlusPlus::seed_from_u64(args.from))?;
         let frames: Vec<Image> =
             frames_z.iter().map(|z| upscale(&tile(&loaded.generator.generate(z), 1, args.n), args.scale)).collect();
         let looped: Vec<Image> = frames.iter().chain(frames.iter().rev().skip(1)).cloned().collect();
@@ -96,57 +96,4 @@ fn save_png(img: &Image, path: &Path) -> Result<PathBuf> {
 fn single_frames(g: &mut Generator, z: &Array2<f32>, scale: usize) -> Vec<Image> {
     let images = g.generate(z);
     (0..z.nrows()).map(|i| upscale(&tile(&images.slice(s![i..i + 1, .., .., ..]).to_owned(), 1, 1), scale)).collect()
-}
-
-/// `steps` latent vectors from `a` to `b`. The noise part moves along a straight line
-/// or, with `spherical`, along the great circle between the two noise vectors
-/// (slerp, Shoemake 1985); the codes always move in a straight line.
-///
-/// -> [steps, L]
-pub fn path(spec: &LatentSpec, a: &Array1<f32>, b: &Array1<f32>, steps: usize, spherical: bool) -> Array2<f32> {
-    let noise = spec.noise;
-    let (na, nb) = (a.slice(s![..noise]), b.slice(s![..noise]));
-    let cos = na.dot(&nb) / (na.dot(&na).sqrt() * nb.dot(&nb).sqrt()).max(1e-12);
-    let omega = cos.clamp(-1.0, 1.0).acos();
-    let mut z = Array2::zeros((steps, a.len()));
-    for (i, mut row) in z.axis_iter_mut(Axis(0)).enumerate() {
-        let t = i as f32 / (steps - 1) as f32;
-        row.assign(&(a * (1.0 - t) + b * t));
-        if spherical && omega.sin().abs() > 1e-6 {
-            let (wa, wb) = (((1.0 - t) * omega).sin() / omega.sin(), (t * omega).sin() / omega.sin());
-            row.slice_mut(s![..noise]).assign(&(&na * wa + &nb * wb));
-        }
-    }
-    z
-}
-
-/// The frames of a sweep of `code` (`catK` through its values, or `contJ` from -2 to 2)
-/// for `n` noise vectors drawn from `seed`, every other code at its middle value.
-fn sweep(spec: &LatentSpec, code: &str, seed: u64, n: usize, steps: usize) -> Result<Vec<Array2<f32>>> {
-    let parse = |prefix: &str, count: usize| {
-        code.strip_prefix(prefix).and_then(|k| k.parse::<usize>().ok()).filter(|&k| k >= 1 && k <= count).map(|k| k - 1)
-    };
-    let base = spec.sample(n, &mut Xoshiro256PlusPlus::seed_from_u64(seed));
-    let zero_cont = Array2::zeros((n, spec.continuous));
-    let fixed_cat: Vec<Vec<usize>> = spec.categorical.iter().map(|_| vec![0; n]).collect();
-    let noise = base.z.slice(s![.., ..spec.noise]).to_owned();
-    if let Some(k) = parse("cat", spec.categorical.len()) {
-        return Ok((0..spec.categorical[k])
-            .map(|v| {
-                let mut cat = fixed_cat.clone();
-                cat[k] = vec![v; n];
-                spec.compose(&noise, &cat, &zero_cont).z
-            })
-            .collect());
-    }
-    if let Some(j) = parse("cont", spec.continuous) {
-        return Ok((0..steps)
-            .map(|i| {
-                let mut cont = zero_cont.clone();
-                cont.column_mut(j).fill(-2.0 + 4.0 * i as f32 / (steps - 1) as f32);
-                spec.compose(&noise, &fixed_cat, &cont).z
-            })
-            .collect());
-    }
-    Err(Error::Invalid(format!("--sweep {code:?}: this model's codes are {}", spec.code_names().join(", "))))
 }

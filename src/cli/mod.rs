@@ -12,6 +12,7 @@ pub mod export;
 pub mod flags;
 pub mod interpolate;
 pub mod plot;
+mod progress;
 pub mod sample;
 pub mod score;
 pub mod train;

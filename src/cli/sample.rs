@@ -3,8 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use ndarray::Array2;
-use rand::{RngExt, SeedableRng};
+use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::error::{Error, Result};
@@ -70,15 +69,8 @@ pub fn run(args: SampleArgs) -> Result<()> {
         (None, Some(&size)) => (0..size).collect(),
         (None, None) => vec![0],
     };
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(args.seed);
-    let noise_cols = Array2::from_shape_simple_fn((args.n, spec.noise), || rng.random_range(-1.0f32..=1.0));
+    let latent = spec.grid_of(&rows, args.n, &cont, &mut Xoshiro256PlusPlus::seed_from_u64(args.seed));
     let count = rows.len() * args.n;
-    let noise = Array2::from_shape_fn((count, spec.noise), |(i, j)| noise_cols[[i % args.n, j]]);
-    let cat: Vec<Vec<usize>> = (0..spec.categorical.len())
-        .map(|k| (0..count).map(|i| if k == 0 { rows[i / args.n] } else { 0 }).collect())
-        .collect();
-    let cont = Array2::from_shape_fn((count, spec.continuous), |(_, j)| cont[j]);
-    let latent = spec.compose(&noise, &cat, &cont);
     let images = loaded.generator.generate(&latent.z);
     tile(&images, rows.len(), args.n).save(&args.out)?;
     eprintln!("infogan: wrote {} ({} images)", args.out.display(), count);

@@ -1,19 +1,18 @@
 //! `infogan train`: the training loop, its progress display, and the files it leaves
 //! at every epoch end.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use clap::Args;
 
 use super::flags::{self, ModelFlags, default_text, epochs_help};
+use super::progress::Progress;
 use super::{default_out, set_threads};
 use crate::data::{self, Dataset, DatasetKind, Split};
 use crate::error::{Error, Result};
 use crate::models::ModelKind;
-use crate::output::run_files::{LogWindow, RunFiles, Scoring, prepare_out};
+use crate::output::run_files::{RunFiles, Scoring, prepare_out};
 use crate::score::reference;
 use crate::train::run::{Observer, Outcome, Plan, RunOptions, StepEnd};
 use crate::train::{self, TrainConfig, Trainer, checkpoint, classifier, default_epochs, run_dir};
@@ -273,81 +272,4 @@ fn resume(args: &TrainArgs) -> Result<(Trainer, PathBuf)> {
     }
     eprintln!("infogan: resuming from {} at step {}", path.display(), trainer.step);
     Ok((trainer, out))
-}
-
-/// A progress bar on a terminal; plain lines every 30 seconds otherwise.
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    last_line: Instant,
-    per_epoch: u64,
-    total: u64,
-}
-
-impl Progress {
-    fn new(total: u64, done: u64, per_epoch: u64) -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = indicatif::ProgressBar::new(total);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{prefix} [{bar:30}] {pos}/{len} steps, {per_sec}, ETA {eta} | {msg}",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
-            );
-            bar.set_position(done);
-            bar
-        });
-        Progress { bar, last_line: Instant::now(), per_epoch, total }
-    }
-
-    fn tick(&mut self, step: u64) {
-        if let Some(bar) = &self.bar {
-            bar.set_position(step);
-        }
-    }
-
-    fn update(&mut self, step: u64, epoch: usize, w: &LogWindow) {
-        let msg = format!(
-            "{:.0} img/s | d {:.3} g {:.3} info {:.3} | D(x) {:.2} D(G(z)) {:.2}",
-            w.images_per_s(),
-            w.mean(w.d_loss),
-            w.mean(w.g_loss),
-            w.mean(w.info_loss),
-            w.mean(w.d_real),
-            w.mean(w.d_fake)
-        );
-        match &self.bar {
-            Some(bar) => {
-                bar.set_prefix(format!("epoch {epoch}"));
-                bar.set_position(step);
-                bar.set_message(msg);
-            }
-            None if self.last_line.elapsed().as_secs() >= 30 || step == self.total => {
-                let left = self.total - step;
-                let eta = left as f64 * w.seconds / w.steps.max(1) as f64;
-                eprintln!(
-                    "epoch {epoch} step {step}/{} ({}/{} in epoch) ETA {:.0}s | {msg}",
-                    self.total,
-                    (step - 1) % self.per_epoch + 1,
-                    self.per_epoch,
-                    eta
-                );
-                self.last_line = Instant::now();
-            }
-            None => {}
-        }
-    }
-
-    fn message(&self, msg: &str) {
-        match &self.bar {
-            Some(bar) => bar.println(msg),
-            None => eprintln!("{msg}"),
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
 }

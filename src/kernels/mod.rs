@@ -1,6 +1,7 @@
 //! Compute kernels shared by the layers: a parallel, deterministic sgemm over
 //! `matrixmultiply`, and the im2col / col2im pair that turns convolutions into it.
 
+mod blis;
 pub mod gemm;
 pub mod im2col;
 pub mod microkernel;

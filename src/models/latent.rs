@@ -3,10 +3,10 @@
 //! continuous]`, in that order, in one `[N, L]` matrix.
 
 use ndarray::{Array2, s};
-
-use crate::error::{Error, Result};
 use rand::{Rng, RngExt};
 use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
 
 /// How the latent vector is made up.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,44 +164,5 @@ impl std::fmt::Display for LatentSpec {
             self.continuous,
             self.size()
         )
-    }
-}
-
-impl LatentSpec {
-    /// The latent of a `rows x cols` sample grid: row `r` sets the first categorical
-    /// code to `r` (when there is one), column `c` uses noise vector `c`; the other
-    /// codes are 0 (the middle of their range) or value 0.
-    pub fn grid(&self, rows: usize, cols: usize, rng: &mut impl Rng) -> LatentBatch {
-        let noise_cols = Array2::from_shape_simple_fn((cols, self.noise), || rng.random_range(-1.0f32..=1.0));
-        let noise = Array2::from_shape_fn((rows * cols, self.noise), |(i, j)| noise_cols[[i % cols, j]]);
-        let cat: Vec<Vec<usize>> = (0..self.categorical.len())
-            .map(|k| (0..rows * cols).map(|i| if k == 0 { (i / cols) % self.categorical[0] } else { 0 }).collect())
-            .collect();
-        self.compose(&noise, &cat, &Array2::zeros((rows * cols, self.continuous)))
-    }
-
-    /// The latent of a traversal of continuous code `code`: row `r` sets the first
-    /// categorical code to `r`, column `c` sweeps the code evenly from `from` to `to`;
-    /// one noise vector and every other code stay fixed (the paper's figures).
-    pub fn traversal(
-        &self,
-        code: usize,
-        rows: usize,
-        cols: usize,
-        from: f32,
-        to: f32,
-        rng: &mut impl Rng,
-    ) -> LatentBatch {
-        assert!(code < self.continuous, "traversal: no continuous code {code}");
-        let one = Array2::from_shape_simple_fn((1, self.noise), || rng.random_range(-1.0f32..=1.0));
-        let noise = Array2::from_shape_fn((rows * cols, self.noise), |(_, j)| one[[0, j]]);
-        let cat: Vec<Vec<usize>> = (0..self.categorical.len())
-            .map(|k| (0..rows * cols).map(|i| if k == 0 { (i / cols) % self.categorical[0] } else { 0 }).collect())
-            .collect();
-        let step = if cols > 1 { (to - from) / (cols - 1) as f32 } else { 0.0 };
-        let cont = Array2::from_shape_fn((rows * cols, self.continuous), |(i, j)| {
-            if j == code { from + step * (i % cols) as f32 } else { 0.0 }
-        });
-        self.compose(&noise, &cat, &cont)
     }
 }

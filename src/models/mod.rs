@@ -4,6 +4,7 @@
 
 pub mod classifier;
 pub mod latent;
+pub mod latent_paths;
 pub mod sequential;
 pub mod weights;
 

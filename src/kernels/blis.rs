@@ -1,0 +1,318 @@
+//! The fast GEMM path: the five loops of BLIS around our register-blocked
+//! micro-kernels (`microkernel.rs`), on operands packed into panels (`pack.rs`), cut
+//! into rayon tasks by C's columns (see `gemm.rs` for the loop nest and why the
+//! result does not depend on the thread count).
+
+use std::cell::RefCell;
+
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, s};
+use rayon::prelude::*;
+
+use super::gemm::{KC, MIN_PARALLEL_MACS, Split, block_plan, depth_split};
+use super::microkernel::MicroKernel;
+use super::pack::{PackBuf, packed_b_len};
+
+/// Rows of A per packed block (a multiple of both kernels' MR): `MC*KC*4` = 192 KiB,
+/// which stays in L2 while every B panel of the block streams past it.
+pub(super) const MC: usize = 192;
+
+/// Columns of B per packed block and per parallel task: `KC*NC*4` = 512 KiB.
+pub(super) const NC: usize = 512;
+
+/// The narrowest column block a task is cut to before rows are split instead.
+const MIN_TASK_COLS: usize = 128;
+
+/// The fast path with micro-kernel `K`: orients the product so that C's rows are
+/// contiguous (the kernel stores vectors along rows), then runs the five loops.
+pub(super) fn fast<K: MicroKernel>(
+    alpha: f32,
+    a: ArrayView2<f32>,
+    b: ArrayView2<f32>,
+    beta: f32,
+    mut c: ArrayViewMut2<f32>,
+) {
+    let (m, n) = c.dim();
+    let unit = |len: usize, stride: isize| len == 1 || stride == 1;
+    let (rsc, csc) = (c.strides()[0], c.strides()[1]);
+    if unit(n, csc) && (rsc >= 0 || m == 1) {
+        fast_rows::<K>(alpha, a, b, beta, c);
+    } else if unit(m, rsc) && (csc >= 0 || n == 1) {
+        // C^T = B^T A^T has contiguous rows.
+        fast_rows::<K>(alpha, b.t(), a.t(), beta, c.reversed_axes());
+    } else {
+        // C strided both ways (only tests do this): the product into a standard-layout
+        // temporary, then C = alpha T + beta C element by element.
+        let mut t = Array2::zeros((m, n));
+        fast_rows::<K>(1.0, a, b, 0.0, t.view_mut());
+        c.zip_mut_with(&t, |c, &t| *c = if beta == 0.0 { alpha * t } else { alpha * t + beta * *c });
+    }
+}
+
+/// A raw pointer to C that rayon tasks may share: each writes only its own tiles.
+#[derive(Clone, Copy)]
+struct TilePtr(*mut f32);
+
+// SAFETY: the pointer is only dereferenced inside `task`, on the rows and columns of
+// that task, and the tasks of one call cover disjoint blocks of C.
+unsafe impl Send for TilePtr {}
+// SAFETY: as above; shared references to TilePtr only copy the address.
+unsafe impl Sync for TilePtr {}
+
+impl TilePtr {
+    /// The element `offset` floats further on.
+    ///
+    /// # Safety
+    /// `offset` stays inside the matrix the pointer points into.
+    unsafe fn at(self, offset: usize) -> TilePtr {
+        // SAFETY: the caller keeps the offset inside the matrix.
+        TilePtr(unsafe { self.0.add(offset) })
+    }
+}
+
+/// C with contiguous rows: A packed once, then C cut into tasks (blocks of columns,
+/// then of rows if there are too few) that share it, or the product cut along K for
+/// long-K products.
+fn fast_rows<K: MicroKernel>(alpha: f32, a: ArrayView2<f32>, b: ArrayView2<f32>, beta: f32, c: ArrayViewMut2<f32>) {
+    let (m, k) = a.dim();
+    let n = b.ncols();
+    let plan = block_plan(m, k, n);
+    if plan.split == Split::Depth && plan.count > 1 {
+        depth_split(alpha, a, b, beta, c, plan, fast_rows_serial::<K>);
+        return;
+    }
+    with_packed_a::<K>(a, m * k * n >= MIN_PARALLEL_MACS, n, |pa| run_tasks::<K>(alpha, pa, b, beta, c));
+}
+
+/// `C = alpha A B + beta C` with A already packed and C's rows contiguous: C cut into
+/// tasks (blocks of columns, then of rows if there are too few), run in parallel.
+fn run_tasks<K: MicroKernel>(alpha: f32, pa: &PackedA, b: ArrayView2<f32>, beta: f32, mut c: ArrayViewMut2<f32>) {
+    let (m, n) = c.dim();
+    let threads = rayon::current_num_threads();
+    let (row_block, col_block) = task_grid(m, pa.k, n, threads, K::MR, K::NR);
+    let (row_tasks, col_tasks) = (m.div_ceil(row_block), n.div_ceil(col_block));
+    let tasks = row_tasks * col_tasks;
+    let rsc = c.strides()[0].max(0) as usize;
+    let base = TilePtr(c.as_mut_ptr());
+    let run = |t: usize| {
+        let (r0, c0) = ((t / col_tasks) * row_block, (t % col_tasks) * col_block);
+        let (rows, cols) = (row_block.min(m - r0), col_block.min(n - c0));
+        // SAFETY: (r0, c0) is inside C and the task's tiles are rows r0..r0+rows and
+        // columns c0..c0+cols of C, disjoint from every other task's.
+        let c = unsafe { base.at(r0 * rsc + c0) };
+        task::<K>(alpha, pa, r0..r0 + rows, b.slice(s![.., c0..c0 + cols]), beta, c, rsc);
+    };
+    if tasks == 1 {
+        run(0);
+    } else {
+        (0..tasks).into_par_iter().for_each(run);
+    }
+}
+
+pub(super) fn packed_lhs<K: MicroKernel>(
+    a: ArrayView2<f32>,
+    f: impl FnOnce(&dyn Fn(ArrayView2<f32>, ArrayViewMut2<f32>)),
+    checked: fn(&ArrayView2<f32>, &ArrayView2<f32>, &ArrayViewMut2<f32>),
+) {
+    let (m, k) = a.dim();
+    let pack_time = crate::profile::scope(crate::profile::Phase::Gemm);
+    // Packed once for all the products (not read in place): `a` serves many of them.
+    with_packed_a::<K>(a, true, usize::MAX, |pa| {
+        drop(pack_time);
+        f(&|b, c| {
+            checked(&a, &b, &c);
+            let _time = crate::profile::scope(crate::profile::Phase::Gemm);
+            if m == 0 || c.ncols() == 0 {
+                return;
+            }
+            if k == 0 {
+                let mut c = c;
+                c.fill(0.0);
+                return;
+            }
+            run_tasks::<K>(1.0, pa, b, 0.0, c);
+        })
+    });
+}
+
+/// `fast_rows` on the calling thread alone (one slice of a depth split).
+fn fast_rows_serial<K: MicroKernel>(
+    alpha: f32,
+    a: ArrayView2<f32>,
+    b: ArrayView2<f32>,
+    beta: f32,
+    mut c: ArrayViewMut2<f32>,
+) {
+    let (m, n) = c.dim();
+    let rsc = c.strides()[0].max(0) as usize;
+    let base = TilePtr(c.as_mut_ptr());
+    with_packed_a::<K>(a, false, n, |pa| {
+        for c0 in (0..n).step_by(NC) {
+            let cols = NC.min(n - c0);
+            // SAFETY: column c0 of row 0 is inside C, which this call borrows mutably.
+            let tile = unsafe { base.at(c0) };
+            task::<K>(alpha, pa, 0..m, b.slice(s![.., c0..c0 + cols]), beta, tile, rsc);
+        }
+    });
+}
+
+/// The tasks' block of rows and of columns of C. Any grid gives the same bits (it
+/// only decides which thread computes a tile), so it may depend on the thread count.
+/// Columns are cut first, into blocks of at most NC: each column block packs its own
+/// part of B once. Rows are cut only when that leaves too few tasks to keep every
+/// thread busy, since each row block packs the task's B again.
+fn task_grid(m: usize, k: usize, n: usize, threads: usize, mr: usize, nr: usize) -> (usize, usize) {
+    let wanted = if threads <= 1 || m * k * n < MIN_PARALLEL_MACS { 1 } else { 2 * threads };
+    let mut col_tasks = n.div_ceil(NC);
+    if col_tasks < wanted {
+        col_tasks = wanted.min(n.div_ceil(MIN_TASK_COLS)).max(col_tasks);
+    }
+    let col_block = n.div_ceil(col_tasks).next_multiple_of(nr).min(NC.max(nr));
+    let col_tasks = n.div_ceil(col_block);
+    let row_tasks = if col_tasks >= wanted { 1 } else { wanted.div_ceil(col_tasks).min(m.div_ceil(4 * mr)).max(1) };
+    let row_block = m.div_ceil(row_tasks).next_multiple_of(mr);
+    (row_block, col_block)
+}
+
+thread_local! {
+    /// Each thread's packed A (all of it, shared by the tasks of the GEMM this thread
+    /// called) and packed B block (of the task it runs), kept from call to call.
+    static A_PACK: RefCell<PackBuf> = RefCell::new(PackBuf::default());
+    static B_PACK: RefCell<PackBuf> = RefCell::new(PackBuf::default());
+}
+
+/// A as the micro-kernels read it. Packed: all of A in panels of MR rows, one KC block
+/// of columns after another (the block at depth `pc` starts at `mpad * pc` and holds
+/// `mpad * kc` floats). Or, when A's rows are adjacent in memory (a weight read
+/// transposed, `W.t()`), A itself: a panel's MR values for one `p` are already
+/// contiguous, `lda` apart from one `p` to the next, so only the ragged last panel is
+/// packed, and the copy that packing would make (as large as A, for products whose
+/// small N uses each element of A only a few hundred times) is not made.
+struct PackedA<'a> {
+    /// The packed panels; in place, only the last, ragged panel (`tail_row` on).
+    data: &'a [f32],
+    /// Rows rounded up to a whole panel.
+    mpad: usize,
+    k: usize,
+    place: Option<InPlace<'a>>,
+}
+
+/// A read in place: element `(i, p)` is `flat[p * lda + i]`.
+struct InPlace<'a> {
+    flat: &'a [f32],
+    lda: usize,
+    /// The first row of the packed tail panel (a multiple of MR); rows before it are
+    /// read in place.
+    tail_row: usize,
+}
+
+impl PackedA<'_> {
+    /// The panel of `mr` rows from row `r` (a multiple of `mr`) for the K block at
+    /// `pc` of depth `kc`, and the distance between its consecutive `p`.
+    fn panel(&self, r: usize, pc: usize, kc: usize, mr: usize) -> (&[f32], usize) {
+        match &self.place {
+            Some(p) if r < p.tail_row => (&p.flat[pc * p.lda + r..][..(kc - 1) * p.lda + mr], p.lda),
+            Some(_) => (&self.data[pc * mr..][..kc * mr], mr),
+            None => (&self.data[self.mpad * pc + r * kc..][..kc * mr], mr),
+        }
+    }
+}
+
+/// A is read in place (when its layout allows) only for products narrower than this:
+/// the copy saved costs as much as `1/N` of the arithmetic, and for wide products the
+/// contiguous packed panels, read once per column block, win instead. Measured with 2
+/// threads (median GFLOP/s, packed against in place): 2048x256x256 296 -> 420,
+/// 4096x448x128 284-352 -> 413-425, 6272x64x1024 385 -> 420, but 1024x128x6272
+/// 460 -> 415.
+const IN_PLACE_MAX_N: usize = 2048;
+
+/// Packs A (in parallel over K blocks if `parallel`) into the calling thread's buffer,
+/// or only its ragged last panel when A can be read in place and the product is `n`
+/// columns narrow, and runs `f` on it.
+/// Packing A once for the whole call, rather than in every task, matters when C is
+/// cut into many column blocks.
+fn with_packed_a<K: MicroKernel>(a: ArrayView2<f32>, parallel: bool, n: usize, f: impl FnOnce(&PackedA)) {
+    let (m, k) = a.dim();
+    let mpad = m.next_multiple_of(K::MR);
+    // Taken out of the thread-local slot for the call, so that the tasks this thread
+    // runs meanwhile (which use only B_PACK) never find it borrowed.
+    let mut buf = A_PACK.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    if let Some((flat, lda)) = super::pack::lines(a).filter(|_| K::READS_A_IN_PLACE && m >= K::MR && n < IN_PLACE_MAX_N)
+    {
+        let tail_row = m / K::MR * K::MR;
+        let data = buf.get(if tail_row < m { K::MR * k } else { 0 });
+        if tail_row < m {
+            for (blk, dst) in data.chunks_mut(K::MR * KC).enumerate() {
+                let pc = blk * KC;
+                K::pack_a(a.slice(s![tail_row.., pc..pc + KC.min(k - pc)]), dst);
+            }
+        }
+        f(&PackedA { data, mpad, k, place: Some(InPlace { flat, lda, tail_row }) });
+    } else {
+        let data = buf.get(mpad * k);
+        let pack = |(blk, dst): (usize, &mut [f32])| {
+            let pc = blk * KC;
+            K::pack_a(a.slice(s![.., pc..pc + KC.min(k - pc)]), dst);
+        };
+        if parallel && k > KC {
+            data.par_chunks_mut(mpad * KC).enumerate().for_each(pack);
+        } else {
+            data.chunks_mut(mpad * KC).enumerate().for_each(pack);
+        }
+        f(&PackedA { data, mpad, k, place: None });
+    }
+    A_PACK.with(|b| *b.borrow_mut() = buf);
+}
+
+/// One task: `C[rows, cols] = alpha A[rows, ..] B + beta C[rows, cols]` on this thread,
+/// with A packed and `rows` starting on a panel. b: [K, cols]; c: the block's first
+/// element, row stride `rsc`.
+fn task<K: MicroKernel>(
+    alpha: f32,
+    a: &PackedA,
+    rows: std::ops::Range<usize>,
+    b: ArrayView2<f32>,
+    beta: f32,
+    c: TilePtr,
+    rsc: usize,
+) {
+    let (m, k) = (rows.len(), a.k);
+    let n = b.ncols();
+    B_PACK.with(|bpack| {
+        let bpack = &mut *bpack.borrow_mut();
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            let bp = bpack.get(packed_b_len(kc, n, K::NR));
+            K::pack_b(b.slice(s![pc..pc + kc, ..]), bp);
+            // The first K block scales C by beta; the later ones add to it.
+            let beta = if pc == 0 { beta } else { 1.0 };
+            for ic in (0..m).step_by(MC) {
+                let mc = MC.min(m - ic);
+                for (jp, b_panel) in bp.chunks_exact(kc * K::NR).enumerate() {
+                    let j = jp * K::NR;
+                    for i in (ic..ic + mc).step_by(K::MR) {
+                        let (a_panel, a_step) = a.panel(rows.start + i, pc, kc, K::MR);
+                        // SAFETY: `fast` only runs K when the CPU has its instruction set
+                        // (`gemm_on` caps the choice by `Isa::detect`). The A panel holds
+                        // (kc - 1)*a_step + MR floats and the B panel kc*NR. The tile is
+                        // rows i..i+MR and columns j..j+NR of this task's block, clipped
+                        // to its m x n; the caller gives the task that block of C alone.
+                        unsafe {
+                            K::tile(
+                                kc,
+                                a_panel.as_ptr(),
+                                a_step,
+                                b_panel.as_ptr(),
+                                c.0.add(i * rsc + j),
+                                rsc,
+                                K::MR.min(m - i),
+                                K::NR.min(n - j),
+                                alpha,
+                                beta,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
