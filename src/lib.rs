@@ -1,10 +1,26 @@
 //! infogan: InfoGAN and plain GANs trained on a CPU, with every layer's forward and
 //! backward pass written by hand.
 //!
-//! The crate is layered, and each layer only uses the ones before it:
-//! `data`, `kernels` (GEMM, im2col) -> `layers`, `loss`, `optim` -> `models` ->
-//! `train`, `eval`, `score` -> `output` (PNG, GIF, CSV, charts, ONNX) -> `cli`.
-//! (`tensorfile`, `files`, `error`, `init`, `profile` and `testutil` are utilities used at every level.)
+//! The crate is a library, and the `infogan` binary a thin layer over it. It is
+//! layered, and each layer only uses the ones before it:
+//!
+//! - `data`: the datasets' official files, checked, and the shuffled batches;
+//!   `kernels`: the GEMM (our BLIS-style micro-kernels, matrixmultiply as the
+//!   reference) and im2col / col2im;
+//! - `layers` (the `Layer` trait and one file per layer), `loss`, `optim` (Adam);
+//! - `models`: the latent layout and paths through it, `Sequential`, the paper's
+//!   networks, reading a trained model (`models::weights`);
+//! - `train` (the configuration and its defaults, one step, the run with its
+//!   `Observer`, checkpoints), `eval` (the categorical code as a classifier), `score`
+//!   (image quality);
+//! - `output`: PNG, grids, GIF, CSV, charts, ONNX, and the run folder's files;
+//! - `cli`: the command line, which nothing else imports.
+//!
+//! (`tensorfile`, `files`, `error`, `init`, `profile` and `testutil` are utilities used
+//! at every level.)
+//!
+//! A run in a few lines: `train::TrainConfig::defaults`, `train::Trainer::new`,
+//! `train::run::run`, `train::checkpoint::save`; see `examples/`.
 //!
 //! # Shape legend
 //! Comments write tensor shapes with these letters:
