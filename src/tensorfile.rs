@@ -1,6 +1,9 @@
 //! Reading and writing f32 tensors in the safetensors format (checkpoints, ONNX check
 //! vectors, the PyTorch reference cases), with the string metadata map beside them.
-//! Writes are atomic: a temporary file in the same directory, then a rename.
+//! Writes are atomic: a temporary file in the same directory, then a rename. Every
+//! file written here carries a CRC-32 of its tensor data in its metadata
+//! (`CHECKSUM_KEY`), which reading checks, so that a damaged file is an error rather
+//! than noise in the weights; files without one (PyTorch's) are read as they are.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
@@ -10,6 +13,15 @@ use ndarray::{ArrayD, ArrayViewD};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
+
+/// The metadata key of the checksum: `crc32:` and 8 hex digits, the CRC-32 (IEEE) of
+/// the data section (every tensor's little-endian bytes, in name order).
+pub const CHECKSUM_KEY: &str = "checksum";
+
+/// The checksum's metadata value for a data section's CRC-32.
+fn checksum_text(crc: u32) -> String {
+    format!("crc32:{crc:08x}")
+}
 
 /// The tensors of one file by name, and its metadata.
 #[derive(Debug, Default, Clone)]
@@ -39,8 +51,18 @@ impl TensorFile {
     }
 
     fn parse(bytes: &[u8]) -> std::result::Result<Self, String> {
-        let (_, header) =
+        let (header_len, header) =
             SafeTensors::read_metadata(bytes).map_err(|e| format!("not a valid safetensors file ({e})"))?;
+        let metadata = header.metadata().clone().unwrap_or_default();
+        if let Some(expected) = metadata.get(CHECKSUM_KEY) {
+            let actual = checksum_text(crc32fast::hash(&bytes[(8 + header_len).min(bytes.len())..]));
+            if *expected != actual {
+                return Err(format!(
+                    "is damaged: its tensor data do not match the checksum written with them ({actual}, expected \
+                     {expected})"
+                ));
+            }
+        }
         let file = SafeTensors::deserialize(bytes).map_err(|e| format!("not a valid safetensors file ({e})"))?;
         let mut tensors = BTreeMap::new();
         for (name, view) in file.iter() {
@@ -53,7 +75,7 @@ impl TensorFile {
                 .map_err(|e| format!("tensor {name} has an inconsistent shape ({e})"))?;
             tensors.insert(name.to_string(), array);
         }
-        Ok(TensorFile { tensors, metadata: header.metadata().clone().unwrap_or_default() })
+        Ok(TensorFile { tensors, metadata })
     }
 
     /// The tensor `name`, or an error naming the file and the tensor.
@@ -94,12 +116,32 @@ pub fn write_tensors(
 ) -> Result<()> {
     let mut order: Vec<&(String, ArrayViewD<'_, f32>)> = tensors.iter().collect();
     order.sort_by(|a, b| a.0.cmp(&b.0));
+    // The data section's bytes, a block at a time: once for the checksum, which the
+    // header holds, then again to the file.
+    let stream = |out: &mut dyn FnMut(&[u8]) -> std::io::Result<()>| -> std::io::Result<()> {
+        let mut buf = Vec::with_capacity(1 << 16);
+        for (_, t) in &order {
+            for v in t.iter() {
+                buf.extend_from_slice(&v.to_le_bytes());
+                if buf.len() >= 1 << 16 {
+                    out(&buf)?;
+                    buf.clear();
+                }
+            }
+        }
+        out(&buf)
+    };
+    let mut crc = crc32fast::Hasher::new();
+    stream(&mut |b| {
+        crc.update(b);
+        Ok(())
+    })
+    .expect("hashing does not fail");
+    let mut meta: serde_json::Map<String, serde_json::Value> =
+        metadata.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str()))).collect();
+    meta.insert(CHECKSUM_KEY.into(), checksum_text(crc.finalize()).into());
     let mut header = serde_json::Map::new();
-    if !metadata.is_empty() {
-        let meta: serde_json::Map<String, serde_json::Value> =
-            metadata.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str()))).collect();
-        header.insert("__metadata__".into(), meta.into());
-    }
+    header.insert("__metadata__".into(), meta.into());
     let mut offset = 0usize;
     for (name, t) in &order {
         let len = 4 * t.len();
@@ -114,17 +156,7 @@ pub fn write_tensors(
     write_atomically_with(path, |w| {
         w.write_all(&(json.len() as u64).to_le_bytes())?;
         w.write_all(&json)?;
-        let mut buf = Vec::with_capacity(1 << 16);
-        for (_, t) in &order {
-            for v in t.iter() {
-                buf.extend_from_slice(&v.to_le_bytes());
-                if buf.len() >= 1 << 16 {
-                    w.write_all(&buf)?;
-                    buf.clear();
-                }
-            }
-        }
-        w.write_all(&buf)
+        stream(&mut |b| w.write_all(b))
     })
 }
 

@@ -177,6 +177,81 @@ fn bad_input_gets_a_clear_error_and_no_panic() {
         assert!(!out.status.success() && stderr(&out).contains("another architecture"), "{}", stderr(&out));
     }
 
+    // Configurations edited into invalid ones: refused on load, by the same check as
+    // the flags, before any network is built.
+    let edits = [
+        ("\"batch_size\":8", "\"batch_size\":0", "--batch-size 0 is too small"),
+        ("\"batch_size\":8", "\"batch_size\":1", "--batch-size 1 is too small"),
+        ("\"categorical\":[10]", "\"categorical\":[0,10]", "a code of 0 values"),
+        ("\"noise\":62", "\"noise\":1000000000", "larger than the limit"),
+        ("\"continuous\":2", "\"continuous\":100000000", "larger than the limit"),
+        ("\"noise\":62", "\"noise\":1000000000000000000", "larger than the limit"),
+        ("\"lr_d\":0.001", "\"lr_d\":-1.0", "learning rates must be positive"),
+        ("\"lambda_cat\":0.5", "\"lambda_cat\":-1e30", "--lambda-cat"),
+    ];
+    let resume_from = |path: &Path| {
+        let dir = tmp.path().join("edited");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(path, dir.join("checkpoint.safetensors")).unwrap();
+        train(&data, &dir, &["--resume", "--max-steps", "2"])
+    };
+    for (from, to, expected) in edits {
+        let mut file = infogan::tensorfile::TensorFile::read(&out_dir.join("checkpoint.safetensors")).unwrap();
+        let config = file.metadata["config"].replace(from, to);
+        assert_ne!(config, file.metadata["config"], "{from} not in the configuration");
+        file.metadata.insert("config".into(), config);
+        file.write(&broken).unwrap();
+        let out = resume_from(&broken);
+        assert!(!out.status.success() && stderr(&out).contains(expected), "{to}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("panicked"), "{to}: {}", stderr(&out));
+    }
+    for (from, to) in [("\"categorical\":[10]", "\"categorical\":[0,10]"), ("\"noise\":62", "\"noise\":1000000000")] {
+        let mut file = infogan::tensorfile::TensorFile::read(&out_dir.join("checkpoint.safetensors")).unwrap();
+        let config = file.metadata["config"].replace(from, to);
+        file.metadata.insert("config".into(), config);
+        file.write(&broken).unwrap();
+        for args in [vec!["eval", "--data-dir", data.to_str().unwrap()], vec!["interpolate", "--out-dir", "/tmp"]] {
+            let mut args: Vec<&str> = args;
+            args.extend(["--checkpoint", broken.to_str().unwrap()]);
+            let out = run(&args);
+            assert!(
+                !out.status.success() && stderr(&out).contains("invalid configuration"),
+                "{args:?}: {}",
+                stderr(&out)
+            );
+        }
+    }
+
+    // Damaged weights: flipped bytes fail the checksum; NaN weights (with a checksum
+    // that matches them) are refused by name.
+    let mut flipped = good.clone();
+    let len = flipped.len();
+    for i in 0..200 {
+        flipped[len - 1 - 37 * i] ^= 0x40;
+    }
+    std::fs::write(&broken, &flipped).unwrap();
+    let out = sample(&broken);
+    assert!(!out.status.success() && stderr(&out).contains("do not match the checksum"), "{}", stderr(&out));
+    let mut file = infogan::tensorfile::TensorFile::read(&out_dir.join("checkpoint.safetensors")).unwrap();
+    file.tensors.get_mut("generator.fc1.weight").unwrap()[[0, 0]] = f32::NAN;
+    file.write(&broken).unwrap();
+    for out in [sample(&broken), resume_from(&broken)] {
+        let err = stderr(&out);
+        assert!(!out.status.success() && err.contains("generator.fc1.weight holds 1 of"), "{err}");
+    }
+
+    // Requests too large for any machine are errors, not allocator aborts.
+    let ckpt = out_dir.join("checkpoint.safetensors");
+    let ckpt = ckpt.to_str().unwrap();
+    for (args, expected) in [
+        (vec!["sample", "--checkpoint", ckpt, "--n", "100000000", "--out", "x.png"], "--n 100000000 must be from"),
+        (vec!["interpolate", "--checkpoint", ckpt, "--scale", "100000"], "--scale 100000 must be from 1 to 32"),
+        (vec!["bench", "--batch-size", "100000"], "larger than the limit of 8192"),
+    ] {
+        let out = run(&args);
+        assert!(!out.status.success() && stderr(&out).contains(expected), "{args:?}: {}", stderr(&out));
+    }
+
     // --resume with a flag that contradicts the checkpoint.
     let out = train(&data, &out_dir, &["--resume", "--noise", "10"]);
     assert!(!out.status.success() && stderr(&out).contains("--noise 10"), "{}", stderr(&out));

@@ -11,7 +11,7 @@ use clap::Args;
 use super::flags::ModelFlags;
 use super::set_threads;
 use crate::data::DatasetKind;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::kernels::gemm::macs_done;
 use crate::kernels::microkernel::{fma_peak_gflops, isa};
 use crate::models::ModelKind;
@@ -54,9 +54,7 @@ const WARMUP: usize = 3;
 /// steps) and the step's share of it (`fraction_of_peak`).
 pub fn run(args: BenchArgs) -> Result<()> {
     let threads = set_threads(args.threads)?;
-    if args.steps == 0 {
-        return Err(Error::Invalid("--steps must be at least 1".into()));
-    }
+    super::flags::in_range("steps", args.steps, 1..=100_000)?;
     let mut flags = args.flags.clone();
     // The step of ../shared/reference/torch_step.py, whatever the dataset's
     // training defaults add to it, unless asked for.

@@ -10,6 +10,16 @@ use crate::layers::AugmentPolicy;
 use crate::models::ModelKind;
 use crate::train::{ContStd, DEFAULT_STEPS, TrainConfig, default_epochs};
 
+/// An error unless `--flag`'s `value` lies in `range`: the limits of flags that size
+/// a picture or a batch, so that a mistyped number is an error, not an allocation
+/// the machine cannot serve.
+pub fn in_range(flag: &str, value: usize, range: std::ops::RangeInclusive<usize>) -> Result<()> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!("--{flag} {value} must be from {} to {}", range.start(), range.end())))
+}
+
 /// `[default: V]` when every dataset has the same default, otherwise
 /// `[default: V1 for MNIST and Fashion-MNIST, V2 for CIFAR-10]`.
 pub fn default_text(value: impl Fn(&TrainConfig) -> String) -> String {

@@ -10,6 +10,7 @@ use ndarray::{Array2, s};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
+use super::flags::in_range;
 use crate::error::{Error, Result};
 use crate::models::Generator;
 use crate::models::weights;
@@ -46,10 +47,17 @@ pub struct InterpolateArgs {
     out_dir: PathBuf,
 }
 
+/// Frames of a path or a sweep, at most.
+const MAX_STEPS: usize = 1000;
+/// Images side by side in a sweep's frame, at most.
+const MAX_SIDE: usize = 100;
+/// Magnification, at most: a 32x32 image becomes 1024x1024.
+const MAX_SCALE: usize = 32;
+
 pub fn run(args: InterpolateArgs) -> Result<()> {
-    if args.steps < 2 || args.n == 0 {
-        return Err(Error::Invalid("--steps must be at least 2 and --n at least 1".into()));
-    }
+    in_range("steps", args.steps, 2..=MAX_STEPS)?;
+    in_range("n", args.n, 1..=MAX_SIDE)?;
+    in_range("scale", args.scale, 1..=MAX_SCALE)?;
     let mut loaded = weights::load(&args.checkpoint)?;
     let spec = loaded.arch.latent.clone();
     std::fs::create_dir_all(&args.out_dir).map_err(|e| Error::Io {

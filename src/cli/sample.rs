@@ -6,6 +6,7 @@ use clap::Args;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
+use super::flags::in_range;
 use crate::error::{Error, Result};
 use crate::models::weights;
 use crate::output::grid::tile;
@@ -33,12 +34,13 @@ pub struct SampleArgs {
     out: PathBuf,
 }
 
+/// Images per row, at most (a row per categorical value: 10,000 images in all).
+const MAX_PER_ROW: usize = 1000;
+
 pub fn run(args: SampleArgs) -> Result<()> {
     let mut loaded = weights::load(&args.checkpoint)?;
     let spec = loaded.arch.latent.clone();
-    if args.n == 0 {
-        return Err(Error::Invalid("--n must be at least 1".into()));
-    }
+    in_range("n", args.n, 1..=MAX_PER_ROW)?;
     let cont: Vec<f32> = match &args.cont {
         None => vec![0.0; spec.continuous],
         Some(list) => {

@@ -104,6 +104,21 @@ pub(crate) fn restore(file: &TensorFile, path: &Path, name: &str, into: &mut Arr
             ),
         ));
     }
+    let bad = t.iter().filter(|v| !v.is_finite()).count();
+    if bad > 0 {
+        return Err(non_finite(path, name, bad, t.len()));
+    }
     into.assign(t);
     Ok(())
+}
+
+/// The error of a tensor with NaN or infinite values.
+pub(crate) fn non_finite(path: &Path, name: &str, bad: usize, len: usize) -> Error {
+    Error::bad_file(
+        path,
+        format!(
+            "tensor {name} holds {bad} of {len} values that are NaN or infinite: the file was written after \
+             training diverged, or it is damaged"
+        ),
+    )
 }

@@ -98,6 +98,10 @@ pub fn load(path: &Path) -> Result<Trainer> {
                     format!("tensor {key} has shape {:?}, expected {shape:?}", t.shape()),
                 ));
             }
+            let bad = t.iter().filter(|v| !v.is_finite()).count();
+            if bad > 0 {
+                return Err(weights::non_finite(path, &key, bad, t.len()));
+            }
             Ok(t.clone())
         };
         for (name, shape) in names.iter().zip(&shapes) {
