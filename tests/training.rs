@@ -66,7 +66,7 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     let mut seen = Record::default();
     run(&mut first, &data, &RunOptions { max_steps: Some(7), ..Default::default() }, &mut seen).unwrap();
     assert_eq!(seen.epoch_ends, vec![(1, 5), (2, 7)], "a run cut within an epoch ends it there");
-    checkpoint::save(&mut first, &path).unwrap();
+    checkpoint::save(&first, &path).unwrap();
     let mut resumed = checkpoint::load(&path).unwrap();
     assert_eq!(resumed.step, 7);
     run(&mut resumed, &data, &RunOptions::default(), &mut ()).unwrap();
@@ -90,4 +90,21 @@ fn a_batch_larger_than_the_training_set_is_an_error() {
     let mut trainer = Trainer::new(TrainConfig { batch_size: 64, ..config() });
     let err = run(&mut trainer, &tiny_mnist(40), &RunOptions::default(), &mut ()).unwrap_err().to_string();
     assert!(err.contains("--batch-size 64 is larger than the 40 training images"), "{err}");
+}
+
+/// The read-only parameter names (checkpoints) are those of the mutable parameters
+/// (the optimizer), in the same order, for every part of both architectures.
+#[test]
+fn parameter_names_agree_between_views() {
+    for dataset in [DatasetKind::Mnist, DatasetKind::Cifar10] {
+        let mut t = Trainer::new(TrainConfig::defaults(dataset));
+        let mut nets: Vec<&mut infogan::models::Sequential> = vec![&mut t.generator.net];
+        nets.extend(t.discriminator.parts_mut().into_iter().map(|(_, s)| s));
+        for net in nets {
+            let read_only = net.param_names();
+            let mutable: Vec<String> = net.params().into_iter().map(|p| p.name).collect();
+            assert_eq!(read_only, mutable, "{dataset}");
+            assert!(!read_only.is_empty());
+        }
+    }
 }

@@ -34,6 +34,10 @@ macro_rules! layer_tensors {
             vec![$((stringify!($p), self.$p.view().into_dyn()),)* $((stringify!($b), self.$b.view().into_dyn()),)*]
         }
 
+        fn param_names(&self) -> Vec<&'static str> {
+            vec![$(stringify!($p)),*]
+        }
+
         fn zero_grad(&mut self) {
             $(self.$dp.fill(0.0);)*
         }
@@ -120,6 +124,11 @@ pub trait Layer: LayerClone {
     /// Parameters, then buffers, read-only, under their names (for writing
     /// checkpoints without copying).
     fn tensors(&self) -> Vec<(&'static str, ArrayViewD<'_, f32>)> {
+        Vec::new()
+    }
+
+    /// The names of `params`, in their order, read-only.
+    fn param_names(&self) -> Vec<&'static str> {
         Vec::new()
     }
 

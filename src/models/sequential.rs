@@ -88,6 +88,15 @@ impl Sequential {
             .collect()
     }
 
+    /// The names of `params`, `<layer>.<tensor>`, in their order, read-only.
+    pub fn param_names(&self) -> Vec<String> {
+        let names = self.layers.iter().flat_map(|(name, layer)| {
+            let name: &str = name;
+            layer.param_names().into_iter().map(move |p| format!("{name}.{p}"))
+        });
+        names.collect()
+    }
+
     pub fn zero_grad(&mut self) {
         self.layers.iter_mut().for_each(|(_, l)| l.zero_grad());
     }

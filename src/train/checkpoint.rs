@@ -17,31 +17,24 @@ use super::{TrainConfig, Trainer};
 use crate::error::{Error, Result};
 use crate::models::sequential::NamedParam;
 use crate::models::weights::{self, FORMAT, Networks};
-use crate::models::{Discriminator, Generator};
+use crate::models::{Discriminator, Generator, Sequential};
 use crate::optim::Adam;
 use crate::tensorfile::write_tensors;
 
-/// The optimizers under their checkpoint names, with the checkpoint names of the
-/// parameters they update, in the optimizer's order.
-fn optimizers(trainer: &mut Trainer) -> [(&'static str, &mut Adam, Vec<String>); 2] {
-    let g_names = names(Generator::PREFIX, trainer.generator.net.params());
-    let d_names = d_param_names(&mut trainer.discriminator);
-    [("generator", &mut trainer.opt_g, g_names), ("discriminator", &mut trainer.opt_d, d_names)]
-}
-
-fn names(prefix: &str, params: Vec<NamedParam>) -> Vec<String> {
-    params.into_iter().map(|p| format!("{prefix}.{}", p.name)).collect()
-}
-
-/// The discriminator's parameter names in the optimizer's order.
-fn d_param_names(d: &mut Discriminator) -> Vec<String> {
-    d.parts_mut().into_iter().flat_map(|(prefix, s)| names(prefix, s.params())).collect()
+/// The checkpoint names of the parameters each optimizer updates, in the optimizer's
+/// order: the generator's, then the discriminator's parts in their fixed order.
+fn optimized_names(g: &Generator, d: &Discriminator) -> [(&'static str, Vec<String>); 2] {
+    let names = |prefix: &str, net: &Sequential| -> Vec<String> {
+        net.param_names().into_iter().map(|n| format!("{prefix}.{n}")).collect()
+    };
+    let d_names = d.parts().into_iter().flat_map(|(prefix, net)| names(prefix, net)).collect();
+    [("generator", names(Generator::PREFIX, &g.net)), ("discriminator", d_names)]
 }
 
 /// Writes the whole training state to `path`, atomically, streaming the tensors
 /// from the networks and optimizers to the file without copying them.
-pub fn save(trainer: &mut Trainer, path: &Path) -> Result<()> {
-    let [(_, _, g_names), (_, _, d_names)] = optimizers(trainer);
+pub fn save(trainer: &Trainer, path: &Path) -> Result<()> {
+    let [(_, g_names), (_, d_names)] = optimized_names(&trainer.generator, &trainer.discriminator);
     let mut tensors: Vec<(String, ArrayViewD<'_, f32>)> = weights::tensors(&trainer.generator, &trainer.discriminator);
     for (which, opt, names) in [("generator", &trainer.opt_g, g_names), ("discriminator", &trainer.opt_d, d_names)] {
         for ((name, m), v) in names.iter().zip(&opt.exp_avg).zip(&opt.exp_avg_sq) {
@@ -84,7 +77,9 @@ pub fn load(path: &Path) -> Result<Trainer> {
     let mut trainer = Trainer { config, generator, discriminator, opt_g, opt_d, rng, augment, step };
     let g_shapes = shapes(trainer.generator.net.params());
     let d_shapes = shapes(trainer.discriminator.params());
-    for ((which, opt, names), shapes) in optimizers(&mut trainer).into_iter().zip([g_shapes, d_shapes]) {
+    let [(_, g_names), (_, d_names)] = optimized_names(&trainer.generator, &trainer.discriminator);
+    let optimizers = [("generator", &mut trainer.opt_g, g_names), ("discriminator", &mut trainer.opt_d, d_names)];
+    for ((which, opt, names), shapes) in optimizers.into_iter().zip([g_shapes, d_shapes]) {
         opt.step = parse_u64(&format!("optim.{which}.step"))?;
         if opt.step == 0 {
             continue;
