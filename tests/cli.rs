@@ -252,9 +252,23 @@ fn bad_input_gets_a_clear_error_and_no_panic() {
         assert!(!out.status.success() && stderr(&out).contains(expected), "{args:?}: {}", stderr(&out));
     }
 
-    // --resume with a flag that contradicts the checkpoint.
-    let out = train(&data, &out_dir, &["--resume", "--noise", "10"]);
-    assert!(!out.status.success() && stderr(&out).contains("--noise 10"), "{}", stderr(&out));
+    // --resume with a flag that contradicts the checkpoint, or that does not parse.
+    for (flag, value, expected) in [
+        ("--noise", "10", "--noise 10 (the checkpoint has 62)"),
+        ("--categorical", "abc", "--categorical \"abc\""),
+        ("--categorical", "1", "at least 2"),
+        ("--diffaug", "blur", "--diffaug \"blur\""),
+    ] {
+        let out = train(&data, &out_dir, &["--resume", flag, value]);
+        assert!(!out.status.success() && stderr(&out).contains(expected), "{flag} {value}: {}", stderr(&out));
+    }
+
+    // A data folder that cannot be read is not reported as a missing one.
+    let not_a_dir = tmp.path().join("a-file");
+    std::fs::write(&not_a_dir, b"x").unwrap();
+    let out = train(&not_a_dir, &tmp.path().join("r2"), &[]);
+    let err = stderr(&out);
+    assert!(!out.status.success() && err.contains("cannot read") && !err.contains("make data"), "{err}");
 }
 
 #[test]
@@ -266,6 +280,10 @@ fn a_diverging_run_stops_with_a_clear_message() {
     let err = stderr(&out);
     assert!(err.contains("non-finite") && err.contains("--lr-d"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+    // It says whether a checkpoint is left, and it is.
+    let left = tmp.path().join("nan").join("checkpoint.safetensors").is_file();
+    let says = if left { "is still in" } else { "No checkpoint was written" };
+    assert!(err.contains(says), "checkpoint left: {left}; {err}");
 }
 
 #[test]

@@ -108,3 +108,18 @@ fn parameter_names_agree_between_views() {
         }
     }
 }
+
+#[test]
+fn a_state_with_nan_weights_is_not_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("checkpoint.safetensors");
+    let mut t = Trainer::new(config());
+    checkpoint::save(&t, &path).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let mut params = t.generator.net.params();
+    params[0].param.value[[0, 0]] = f32::NAN;
+    drop(params);
+    let err = checkpoint::save(&t, &path).unwrap_err().to_string();
+    assert!(err.contains("generator.fc1.weight holds 1 NaN") && err.contains("not replaced"), "{err}");
+    assert!(std::fs::read(&path).unwrap() == before, "the good checkpoint was replaced");
+}

@@ -145,8 +145,11 @@ impl ModelFlags {
         Ok(c)
     }
 
-    /// The flags that were given and differ from `config` (for `--resume`).
-    pub fn conflicts(&self, config: &TrainConfig) -> Vec<String> {
+    /// The flags that were given and differ from `config` (for `--resume`). A given
+    /// flag whose value does not parse is an error, not a flag to ignore.
+    pub fn conflicts(&self, config: &TrainConfig) -> Result<Vec<String>> {
+        let categorical = self.categorical.as_deref().map(parse_categorical).transpose()?;
+        let diffaug = self.diffaug.as_deref().map(parse_diffaug).transpose()?;
         let mut out = Vec::new();
         let mut differ = |flag: &str, given: Option<String>, stored: String| {
             if let Some(g) = given
@@ -157,26 +160,18 @@ impl ModelFlags {
         };
         let l = &config.arch.latent;
         differ("noise", self.noise.map(|v| v.to_string()), l.noise.to_string());
-        differ(
-            "categorical",
-            self.categorical.as_ref().and_then(|c| parse_categorical(c).ok()).map(|v| format!("{v:?}")),
-            format!("{:?}", l.categorical),
-        );
+        differ("categorical", categorical.map(|v| format!("{v:?}")), format!("{:?}", l.categorical));
         differ("continuous", self.continuous.map(|v| v.to_string()), l.continuous.to_string());
         differ("lambda-cat", self.lambda_cat.map(|v| v.to_string()), config.lambda_cat.to_string());
         differ("lambda-cont", self.lambda_cont.map(|v| v.to_string()), config.lambda_cont.to_string());
         differ("cont-std", self.cont_std.map(|v| v.name().into()), config.cont_std.name().into());
-        differ(
-            "diffaug",
-            self.diffaug.as_ref().and_then(|p| parse_diffaug(p).ok()).map(|p| p.name()),
-            config.diffaug.name(),
-        );
+        differ("diffaug", diffaug.map(|p| p.name()), config.diffaug.name());
         differ("mode-seeking", self.mode_seeking.map(|v| v.to_string()), config.mode_seeking.to_string());
         differ("lr-d", self.lr_d.map(|v| v.to_string()), config.lr_d.to_string());
         differ("lr-g", self.lr_g.map(|v| v.to_string()), config.lr_g.to_string());
         differ("beta1", self.beta1.map(|v| v.to_string()), config.beta1.to_string());
         differ("beta2", self.beta2.map(|v| v.to_string()), config.beta2.to_string());
-        out
+        Ok(out)
     }
 }
 

@@ -139,10 +139,13 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     let outcome = train::run::run(&mut trainer, &train_set, &options, &mut shown);
     shown.progress.finish();
     match outcome {
-        Err(Error::Training(msg)) => Err(Error::Training(format!(
+        Err(Error::Training(msg)) if out.join("checkpoint.safetensors").is_file() => Err(Error::Training(format!(
             "{msg} The last good checkpoint, from the end of the last epoch, is still in {}.",
             out.display()
         ))),
+        Err(Error::Training(msg)) => {
+            Err(Error::Training(format!("{msg} No checkpoint was written: the run diverged in its first epoch.")))
+        }
         Err(e) => Err(e),
         Ok(Outcome::Stopped) => {
             eprintln!(
@@ -237,7 +240,7 @@ fn resume(args: &TrainArgs) -> Result<(Trainer, PathBuf)> {
     }
     let mut trainer = checkpoint::load(&path)?;
     let c: &TrainConfig = &trainer.config;
-    let mut conflicts = args.flags.conflicts(c);
+    let mut conflicts = args.flags.conflicts(c)?;
     if let Some(d) = dataset
         && d != c.arch.dataset
     {

@@ -173,8 +173,18 @@ pub fn load(kind: DatasetKind, dir: &Path, split: Split) -> Result<Dataset> {
 fn find_file(kind: DatasetKind, dir: &Path, names: &[String]) -> Result<PathBuf> {
     for name in names {
         let path = dir.join(name);
-        if path.is_file() {
-            return Ok(path);
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => return Ok(path),
+            // A file that exists but cannot be read is not a missing one: say so.
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::Io {
+                    action: "read",
+                    path,
+                    source: e,
+                    hint: Some(format!("check the permissions of {} and of the files in it", dir.display())),
+                });
+            }
+            _ => {}
         }
     }
     Err(Error::Io {

@@ -32,10 +32,20 @@ fn optimized_names(g: &Generator, d: &Discriminator) -> [(&'static str, Vec<Stri
 }
 
 /// Writes the whole training state to `path`, atomically, streaming the tensors
-/// from the networks and optimizers to the file without copying them.
+/// from the networks and optimizers to the file without copying them. A state with a
+/// NaN or infinite weight is refused, so that the last good checkpoint stays.
 pub fn save(trainer: &Trainer, path: &Path) -> Result<()> {
     let [(_, g_names), (_, d_names)] = optimized_names(&trainer.generator, &trainer.discriminator);
     let mut tensors: Vec<(String, ArrayViewD<'_, f32>)> = weights::tensors(&trainer.generator, &trainer.discriminator);
+    if let Some((name, t)) = tensors.iter().find(|(_, t)| t.iter().any(|v| !v.is_finite())) {
+        let bad = t.iter().filter(|v| !v.is_finite()).count();
+        return Err(Error::Training(format!(
+            "tensor {name} holds {bad} NaN or infinite values at step {}; the checkpoint in {} was not replaced. Try \
+             smaller learning rates (--lr-d, --lr-g) or another --seed.",
+            trainer.step,
+            path.display()
+        )));
+    }
     for (which, opt, names) in [("generator", &trainer.opt_g, g_names), ("discriminator", &trainer.opt_d, d_names)] {
         for ((name, m), v) in names.iter().zip(&opt.exp_avg).zip(&opt.exp_avg_sq) {
             tensors.push((format!("optim.{which}.exp_avg.{name}"), m.view()));
