@@ -66,6 +66,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
     let real = Array4::from_shape_simple_fn((n, c, h, w), || rng.random_range(-1.0f32..1.0));
     let mut trainer = Trainer::new(config.clone());
+    crate::train::memory::check_fits(
+        crate::train::memory::training_bytes(&mut trainer),
+        &format!("a step at batch {}", config.batch_size),
+    )?;
     for _ in 0..WARMUP {
         trainer.train_step(real.clone());
     }

@@ -34,8 +34,9 @@ pub struct SampleArgs {
     out: PathBuf,
 }
 
-/// Images per row, at most (a row per categorical value: 10,000 images in all).
-const MAX_PER_ROW: usize = 1000;
+/// Images per row, at most (a row per categorical value: 2,000 images in all, about
+/// a gigabyte of activations for the MNIST generator).
+const MAX_PER_ROW: usize = 200;
 
 pub fn run(args: SampleArgs) -> Result<()> {
     let mut loaded = weights::load(&args.checkpoint)?;

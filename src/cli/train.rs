@@ -15,7 +15,7 @@ use crate::models::ModelKind;
 use crate::output::run_files::{RunFiles, Scoring, prepare_out};
 use crate::score::reference;
 use crate::train::run::{Observer, Outcome, Plan, RunOptions, StepEnd};
-use crate::train::{self, TrainConfig, Trainer, checkpoint, classifier, default_epochs, run_dir};
+use crate::train::{self, TrainConfig, Trainer, checkpoint, classifier, default_epochs, memory, run_dir};
 
 #[derive(Args)]
 #[command(after_help = "Ctrl-C, SIGTERM or SIGHUP finishes the current step, writes the checkpoint and exits with \
@@ -88,6 +88,9 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
             None
         }
     };
+    let data_bytes = (train_set.pixels.len() + test_set.as_ref().map_or(0, |t| t.pixels.len())) as u64;
+    let batch = trainer.config.batch_size;
+    memory::check_fits(memory::training_bytes(&mut trainer) + data_bytes, &format!("training at batch {batch}"))?;
     let options = RunOptions { max_steps: args.max_steps, stop: Some(&INTERRUPTED) };
     let plan = Plan::new(&trainer, train_set.len(), &options)
         .map_err(|e| Error::Invalid(format!("{e} in {}", data_dir.display())))?;

@@ -15,6 +15,7 @@
 pub mod checkpoint;
 pub mod classifier;
 pub mod config;
+pub mod memory;
 pub mod run;
 pub mod run_dir;
 
