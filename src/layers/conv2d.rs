@@ -7,7 +7,8 @@
 use ndarray::{Array1, Array4, ArrayD, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, ArrayViewMut3};
 use rand::Rng;
 
-use super::{Layer, OnnxAttr, OnnxConstant, OnnxOp, check_shape, rank};
+use super::export::{conv_attrs, weight_and_bias};
+use super::{Layer, OnnxOp, check_shape, rank};
 use crate::init;
 use crate::kernels::gemm::gemm;
 use crate::kernels::im2col::{ConvGeom, from_channel_major, im2col, row_sums_into, to_channel_major};
@@ -158,16 +159,8 @@ impl Layer for Conv2d {
     }
 
     fn onnx(&self) -> Option<OnnxOp> {
-        let constants = vec![
-            ("weight", OnnxConstant::Float(self.weight.clone().into_dyn())),
-            ("bias", OnnxConstant::Float(self.bias.clone().into_dyn())),
-        ];
-        let (k, s, p) = (self.weight.dim().2 as i64, self.stride as i64, self.padding as i64);
-        let attrs = vec![
-            ("kernel_shape", OnnxAttr::Ints(vec![k, k])),
-            ("strides", OnnxAttr::Ints(vec![s, s])),
-            ("pads", OnnxAttr::Ints(vec![p, p, p, p])),
-        ];
+        let constants = weight_and_bias(self.weight.view().into_dyn(), self.bias.view().into_dyn());
+        let attrs = conv_attrs(self.weight.dim().2, self.stride, self.padding);
         Some(OnnxOp { op: "Conv", constants, attrs, fold_axis: Some(0) })
     }
 }

@@ -3,7 +3,7 @@
 //! <https://onnx.ai/onnx/operators/>). Layers know their own operator; the writer
 //! knows the file format and nothing of the layers' types.
 
-use ndarray::ArrayD;
+use ndarray::{ArrayD, ArrayViewD};
 
 /// One ONNX node of a layer.
 pub struct OnnxOp {
@@ -28,4 +28,20 @@ pub enum OnnxAttr {
     Int(i64),
     Float(f32),
     Ints(Vec<i64>),
+}
+
+/// A layer's `weight` and `bias` as the constants of its node, in that order (the
+/// order `fold_axis` expects).
+pub fn weight_and_bias(weight: ArrayViewD<f32>, bias: ArrayViewD<f32>) -> Vec<(&'static str, OnnxConstant)> {
+    vec![("weight", OnnxConstant::Float(weight.to_owned())), ("bias", OnnxConstant::Float(bias.to_owned()))]
+}
+
+/// The attributes of a square (transposed) convolution.
+pub fn conv_attrs(kernel: usize, stride: usize, padding: usize) -> Vec<(&'static str, OnnxAttr)> {
+    let (k, s, p) = (kernel as i64, stride as i64, padding as i64);
+    vec![
+        ("kernel_shape", OnnxAttr::Ints(vec![k, k])),
+        ("strides", OnnxAttr::Ints(vec![s, s])),
+        ("pads", OnnxAttr::Ints(vec![p, p, p, p])),
+    ]
 }

@@ -3,7 +3,8 @@
 use ndarray::{Array1, Array2, ArrayD, Axis};
 use rand::Rng;
 
-use super::{Layer, OnnxAttr, OnnxConstant, OnnxOp, check_shape, rank};
+use super::export::weight_and_bias;
+use super::{Layer, OnnxAttr, OnnxOp, check_shape, rank};
 use crate::init;
 use crate::kernels::gemm::gemm;
 
@@ -95,10 +96,7 @@ impl Layer for Linear {
     }
 
     fn onnx(&self) -> Option<OnnxOp> {
-        let constants = vec![
-            ("weight", OnnxConstant::Float(self.weight.clone().into_dyn())),
-            ("bias", OnnxConstant::Float(self.bias.clone().into_dyn())),
-        ];
+        let constants = weight_and_bias(self.weight.view().into_dyn(), self.bias.view().into_dyn());
         // y = x W^T + b: Gemm with B transposed; the output units are W's rows.
         Some(OnnxOp { op: "Gemm", constants, attrs: vec![("transB", OnnxAttr::Int(1))], fold_axis: Some(0) })
     }
