@@ -18,8 +18,11 @@ use crate::train::run::{Observer, Outcome, Plan, RunOptions, StepEnd};
 use crate::train::{self, TrainConfig, Trainer, checkpoint, classifier, default_epochs, memory, run_dir};
 
 #[derive(Args)]
-#[command(after_help = "Ctrl-C, SIGTERM or SIGHUP finishes the current step, writes the checkpoint and exits with \
-status 75 (EX_TEMPFAIL: stopped, continue with --resume); a finished run exits with 0, a failed one with 1.")]
+#[command(after_help = format!(
+    "Ctrl-C, SIGTERM or SIGHUP finishes the current step, writes the checkpoint and exits with status {} \
+     (EX_TEMPFAIL: stopped, continue with --resume); a finished run exits with 0, a failed one with 1.",
+    super::EXIT_STOPPED
+))]
 pub struct TrainArgs {
     #[arg(long, value_enum, help = format!("Dataset to train on [default: {}]", DatasetKind::default().name()))]
     dataset: Option<DatasetKind>,
