@@ -67,8 +67,13 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// Fresh networks, initialised from `config.seed`.
+    /// Fresh networks, initialised from `config.seed`. The networks are built only
+    /// from a configuration that passes `TrainConfig::validate` (the command line
+    /// validates every one it makes); another is a bug in the caller.
     pub fn new(config: TrainConfig) -> Self {
+        if let Err(e) = config.validate() {
+            panic!("Trainer::new: the configuration does not pass TrainConfig::validate: {e}");
+        }
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed);
         let (generator, discriminator) = models::build(&config.arch, &mut rng);
         let opt_g = Adam::new(config.lr_g, config.beta1, config.beta2);
