@@ -165,14 +165,19 @@ fn bad_input_gets_a_clear_error_and_no_panic() {
     let out = sample(&broken);
     assert!(!out.status.success() && stderr(&out).contains("broken.safetensors"), "{}", stderr(&out));
 
-    // The same tensors under the configuration of another architecture: another
-    // dataset (other layers), or another latent size (other shapes).
-    for (from, to) in [("\"mnist\"", "\"cifar10\""), ("\"noise\":62", "\"noise\":10")] {
+    // The good checkpoint with `from` replaced by `to` in its configuration, as `broken`.
+    let edit_config = |from: &str, to: &str| {
         let mut file = infogan::tensorfile::TensorFile::read(&out_dir.join("checkpoint.safetensors")).unwrap();
         let config = file.metadata["config"].replace(from, to);
         assert_ne!(config, file.metadata["config"], "{from} not in the configuration");
         file.metadata.insert("config".into(), config);
         file.write(&broken).unwrap();
+    };
+
+    // The same tensors under the configuration of another architecture: another
+    // dataset (other layers), or another latent size (other shapes).
+    for (from, to) in [("\"mnist\"", "\"cifar10\""), ("\"noise\":62", "\"noise\":10")] {
+        edit_config(from, to);
         let out = sample(&broken);
         assert!(!out.status.success() && stderr(&out).contains("another architecture"), "{}", stderr(&out));
     }
@@ -196,20 +201,13 @@ fn bad_input_gets_a_clear_error_and_no_panic() {
         train(&data, &dir, &["--resume", "--max-steps", "2"])
     };
     for (from, to, expected) in edits {
-        let mut file = infogan::tensorfile::TensorFile::read(&out_dir.join("checkpoint.safetensors")).unwrap();
-        let config = file.metadata["config"].replace(from, to);
-        assert_ne!(config, file.metadata["config"], "{from} not in the configuration");
-        file.metadata.insert("config".into(), config);
-        file.write(&broken).unwrap();
+        edit_config(from, to);
         let out = resume_from(&broken);
         assert!(!out.status.success() && stderr(&out).contains(expected), "{to}: {}", stderr(&out));
         assert!(!stderr(&out).contains("panicked"), "{to}: {}", stderr(&out));
     }
     for (from, to) in [("\"categorical\":[10]", "\"categorical\":[0,10]"), ("\"noise\":62", "\"noise\":1000000000")] {
-        let mut file = infogan::tensorfile::TensorFile::read(&out_dir.join("checkpoint.safetensors")).unwrap();
-        let config = file.metadata["config"].replace(from, to);
-        file.metadata.insert("config".into(), config);
-        file.write(&broken).unwrap();
+        edit_config(from, to);
         for args in [vec!["eval", "--data-dir", data.to_str().unwrap()], vec!["interpolate", "--out-dir", "/tmp"]] {
             let mut args: Vec<&str> = args;
             args.extend(["--checkpoint", broken.to_str().unwrap()]);

@@ -113,7 +113,7 @@ pub(crate) fn restore(file: &TensorFile, path: &Path, name: &str, into: &mut Arr
 }
 
 /// The error of a tensor with NaN or infinite values.
-pub(crate) fn non_finite(path: &Path, name: &str, bad: usize, len: usize) -> Error {
+fn non_finite(path: &Path, name: &str, bad: usize, len: usize) -> Error {
     Error::bad_file(
         path,
         format!(

@@ -93,7 +93,7 @@ impl<'a> RunFiles<'a> {
     /// Records a step; every `log_every` steps and before an epoch end, writes the
     /// `losses.csv` and `information.csv` rows and returns the interval they average.
     pub fn step_end(&mut self, trainer: &Trainer, s: &StepEnd) -> Result<Option<LogWindow>> {
-        self.window.add(s.stats, s.images, s.seconds);
+        self.window.add(s.stats, trainer.config.batch_size, s.seconds);
         self.epoch_codes.push(s.stats.code_losses.clone());
         if !(s.step.is_multiple_of(self.log_every) || s.ends_epoch) {
             return Ok(None);

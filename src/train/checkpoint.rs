@@ -94,20 +94,12 @@ pub fn load(path: &Path) -> Result<Trainer> {
         if opt.step == 0 {
             continue;
         }
-        // Each moment must have its parameter's shape: the optimizer trusts it.
+        // Each moment must have its parameter's shape (the optimizer trusts it) and be
+        // finite: the same checks as the weights'.
         let moment = |key: String, shape: &[usize]| -> Result<ArrayD<f32>> {
-            let t = file.get(&key, path)?;
-            if t.shape() != shape {
-                return Err(Error::bad_file(
-                    path,
-                    format!("tensor {key} has shape {:?}, expected {shape:?}", t.shape()),
-                ));
-            }
-            let bad = t.iter().filter(|v| !v.is_finite()).count();
-            if bad > 0 {
-                return Err(weights::non_finite(path, &key, bad, t.len()));
-            }
-            Ok(t.clone())
+            let mut m = ArrayD::zeros(shape);
+            weights::restore(&file, path, &key, &mut m.view_mut())?;
+            Ok(m)
         };
         for (name, shape) in names.iter().zip(&shapes) {
             opt.exp_avg.push(moment(format!("optim.{which}.exp_avg.{name}"), shape)?);

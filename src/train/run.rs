@@ -58,8 +58,6 @@ pub struct StepEnd<'a> {
     /// Steps done, this one included.
     pub step: u64,
     pub stats: &'a StepStats,
-    /// Images in the step's batch.
-    pub images: usize,
     /// Wall time of the step.
     pub seconds: f64,
     /// Whether an epoch end (or the end of the run) follows this step.
@@ -130,15 +128,8 @@ pub fn run(
         }
         let epoch_done = trainer.step.is_multiple_of(per_epoch);
         let stop = trainer.step >= plan.total_steps || stop_asked();
-        let images = trainer.config.batch_size;
-        let end = StepEnd {
-            epoch: epoch + 1,
-            step: trainer.step,
-            stats: &stats,
-            images,
-            seconds,
-            ends_epoch: epoch_done || stop,
-        };
+        let end =
+            StepEnd { epoch: epoch + 1, step: trainer.step, stats: &stats, seconds, ends_epoch: epoch_done || stop };
         observer.step_end(trainer, &end)?;
         if epoch_done || stop {
             observer.epoch_end(trainer, epoch + 1)?;
