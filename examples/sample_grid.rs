@@ -10,7 +10,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 use infogan::error::{Error, Result};
 use infogan::models::weights;
-use infogan::output::grid::tile;
+use infogan::output::grid::{default_scale, tile};
 
 fn run() -> Result<()> {
     let mut args = std::env::args().skip(1).map(PathBuf::from);
@@ -24,7 +24,7 @@ fn run() -> Result<()> {
     let latent = spec.grid(rows, cols, &mut Xoshiro256PlusPlus::seed_from_u64(0));
     // images: [rows * cols, C, H, W] in [-1, 1], batch norm in evaluation mode.
     let images = model.generator.generate(&latent.z);
-    tile(&images, rows, cols).save(&out)?;
+    tile(&images, rows, cols, default_scale(images.dim().2)).save(&out)?;
     println!("{rows}x{cols} grid of {} written to {}", model.arch.dataset, out.display());
     Ok(())
 }

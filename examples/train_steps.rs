@@ -48,7 +48,7 @@ fn run() -> Result<()> {
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).map_err(|e| infogan::error::Error::io("create the folder", dir, e))?;
     }
-    checkpoint::save(&trainer, &out)?;
+    checkpoint::save(&trainer, &out, None)?;
     println!("{} steps; checkpoint written to {}", trainer.step, out.display());
     Ok(())
 }

@@ -9,6 +9,7 @@ use pathfinding::kuhn_munkres::kuhn_munkres;
 use pathfinding::matrix::Matrix;
 
 use crate::data::Dataset;
+use crate::models::labels::CodeLabels;
 use crate::models::{Discriminator, LatentSpec};
 
 /// Images per batch when classifying.
@@ -26,6 +27,19 @@ pub struct CategoricalEval {
     pub code_to_label: Vec<Option<usize>>,
     /// `counts[k][l]`: images of label l that Q put in code value k.
     pub counts: Vec<Vec<usize>>,
+}
+
+impl CategoricalEval {
+    /// The map of code values to the names of their labels (`class_names`), as stored
+    /// with a checkpoint of training step `step`.
+    pub fn code_labels(&self, class_names: &[String], step: u64) -> CodeLabels {
+        CodeLabels {
+            labels: self.code_to_label.iter().map(|l| l.map(|l| class_names[l].clone())).collect(),
+            accuracy: self.accuracy,
+            test_images: self.counts.iter().flatten().sum(),
+            step,
+        }
+    }
 }
 
 /// Q's most likely value of the first categorical code for every image of `data`.

@@ -20,7 +20,7 @@ fn good() -> &'static (Vec<u8>, usize) {
     GOOD.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("good.safetensors");
-        checkpoint::save(&Trainer::new(TrainConfig::defaults(DatasetKind::Mnist)), &path).unwrap();
+        checkpoint::save(&Trainer::new(TrainConfig::defaults(DatasetKind::Mnist)), &path, None).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
         (bytes, header)

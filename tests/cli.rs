@@ -2,43 +2,12 @@
 //! same bits as an uninterrupted run, so does the thread count, bad input gets a clear
 //! error and a non-zero exit, Ctrl-C saves a checkpoint.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod binary;
 
-use infogan::data::idx::{IdxImages, encode_images, encode_labels};
+use std::path::Path;
+use std::process::Command;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_infogan"))
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("the binary runs")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// A folder with `count` pseudo-random 28x28 training images and labels in IDX format.
-fn tiny_mnist(dir: &Path, count: usize) -> PathBuf {
-    let data = dir.join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let pixels = (0..count * 784).map(|i| ((i * 7919 + i / 784 * 31) % 256) as u8).collect();
-    let images = IdxImages { count, rows: 28, cols: 28, pixels };
-    std::fs::write(data.join("train-images-idx3-ubyte"), encode_images(&images)).unwrap();
-    let labels: Vec<u8> = (0..count).map(|i| (i % 10) as u8).collect();
-    std::fs::write(data.join("train-labels-idx1-ubyte"), encode_labels(&labels)).unwrap();
-    data
-}
-
-/// `infogan train` on the tiny dataset with small batches; extra flags appended.
-fn train(data: &Path, out: &Path, extra: &[&str]) -> Output {
-    let mut args = vec!["train", "--dataset", "mnist", "--batch-size", "8", "--seed", "3", "--no-score"];
-    let (d, o) = (data.to_str().unwrap().to_string(), out.to_str().unwrap().to_string());
-    args.extend(["--data-dir", &d, "--out", &o]);
-    args.extend(extra);
-    run(&args)
-}
+use binary::{add_test_split, assert_ok, bin, run, stderr, tiny_mnist, train};
 
 /// Every tensor and metadata entry bit-identical, then the files byte-identical.
 fn assert_same_checkpoint(a: &Path, b: &Path) {
@@ -52,10 +21,6 @@ fn assert_same_checkpoint(a: &Path, b: &Path) {
         assert!(same, "tensor {name} differs");
     }
     assert!(std::fs::read(a).unwrap() == std::fs::read(b).unwrap(), "files differ byte for byte");
-}
-
-fn assert_ok(out: &Output, what: &str) {
-    assert!(out.status.success(), "{what} failed: {}", stderr(out));
 }
 
 #[test]
@@ -243,7 +208,8 @@ fn bad_input_gets_a_clear_error_and_no_panic() {
     let ckpt = ckpt.to_str().unwrap();
     for (args, expected) in [
         (vec!["sample", "--checkpoint", ckpt, "--n", "100000000", "--out", "x.png"], "--n 100000000 must be from"),
-        (vec!["interpolate", "--checkpoint", ckpt, "--scale", "100000"], "--scale 100000 must be from 1 to 32"),
+        (vec!["interpolate", "--checkpoint", ckpt, "--scale", "100000"], "--scale 100000 must be from 1 to 16"),
+        (vec!["sample", "--checkpoint", ckpt, "--scale", "0", "--out", "x.png"], "--scale 0 must be from 1 to 16"),
         (vec!["bench", "--batch-size", "100000"], "larger than the limit of 8192"),
     ] {
         let out = run(&args);
@@ -307,7 +273,8 @@ fn sample_and_bench_produce_their_outputs() {
     ]);
     assert_ok(&out, "sample");
     let img = infogan::output::png::Image::load(&png).unwrap();
-    assert_eq!((img.width, img.height), (5 * 30 + 2, 30 + 2));
+    // 2x by default, a 2-pixel line between cells.
+    assert_eq!((img.width, img.height), (5 * 58 + 2, 58 + 2));
 
     let out = run(&["bench", "--steps", "2", "--batch-size", "8", "--threads", "1"]);
     assert_ok(&out, "bench");
@@ -338,9 +305,7 @@ fn sample_and_bench_produce_their_outputs() {
 fn score_rates_real_images_and_a_generator() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tiny_mnist(tmp.path(), 64);
-    for name in ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"] {
-        std::fs::copy(data.join(name.replace("t10k", "train")), data.join(name)).unwrap();
-    }
+    add_test_split(&data);
     let run_dir = tmp.path().join("run");
     assert_ok(&train(&data, &run_dir, &["--max-steps", "2", "--diffaug", "translation,cutout"]), "training");
     let d = data.to_str().unwrap();
@@ -549,4 +514,83 @@ fn the_examples_train_save_and_sample_with_the_library() {
     // The checkpoint is a full one: the binary resumes it.
     let out = run(&["sample", "--checkpoint", ckpt.to_str().unwrap(), "--out", png.to_str().unwrap()]);
     assert_ok(&out, "infogan sample on the example's checkpoint");
+}
+
+/// The code-to-label map: stored at the end of training and by `eval`, used by
+/// `sample --label` and the sample captions, carried into the ONNX metadata.
+#[test]
+fn labels_are_stored_and_drawn_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tiny_mnist(tmp.path(), 32);
+    let bare = tmp.path().join("bare");
+    assert_ok(&train(&data, &bare, &["--max-steps", "2"]), "training without a test split");
+    let bare_ckpt = bare.join("checkpoint.safetensors");
+    let file = infogan::tensorfile::TensorFile::read(&bare_ckpt).unwrap();
+    assert!(!file.metadata.contains_key("labels"), "no test split, no map");
+    let png = tmp.path().join("s.png");
+    let (b, p) = (bare_ckpt.to_str().unwrap(), png.to_str().unwrap());
+    let out = run(&["sample", "--checkpoint", b, "--label", "7", "--out", p]);
+    assert!(!out.status.success() && stderr(&out).contains("infogan eval --checkpoint"), "{}", stderr(&out));
+
+    add_test_split(&data);
+    let run_dir = tmp.path().join("run");
+    assert_ok(&train(&data, &run_dir, &["--max-steps", "2"]), "training");
+    let ckpt = run_dir.join("checkpoint.safetensors");
+    let c = ckpt.to_str().unwrap();
+    let labels = |path: &Path| -> serde_json::Value {
+        let file = infogan::tensorfile::TensorFile::read(path).unwrap();
+        serde_json::from_str(&file.metadata["labels"]).expect("a JSON map")
+    };
+    let stored = labels(&ckpt);
+    assert_eq!(stored["labels"].as_array().unwrap().len(), 10, "{stored}");
+    assert_eq!(stored["test_images"], 32, "{stored}");
+
+    // eval stores the same map again (the weights untouched); --no-store leaves the file as it is.
+    let before = std::fs::read(&ckpt).unwrap();
+    let out = run(&["eval", "--checkpoint", c, "--data-dir", data.to_str().unwrap(), "--no-store"]);
+    assert_ok(&out, "eval --no-store");
+    assert!(std::fs::read(&ckpt).unwrap() == before, "--no-store changed the checkpoint");
+    let out = run(&["eval", "--checkpoint", c, "--data-dir", data.to_str().unwrap()]);
+    assert_ok(&out, "eval");
+    assert!(stderr(&out).contains("stored the code-to-label map"), "{}", stderr(&out));
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(labels(&ckpt)["labels"], stored["labels"]);
+    assert_eq!(line["code_to_label"]["0"], stored["labels"][0], "{line}");
+
+    // --label draws the value mapped to it: the same picture as --cat.
+    let label = stored["labels"][4].as_str().unwrap().to_string();
+    let by_cat = tmp.path().join("cat.png");
+    let out = run(&["sample", "--checkpoint", c, "--label", &label, "--n", "3", "--out", p]);
+    assert_ok(&out, "sample --label");
+    assert_ok(
+        &run(&["sample", "--checkpoint", c, "--cat", "4", "--n", "3", "--out", by_cat.to_str().unwrap()]),
+        "--cat",
+    );
+    assert!(std::fs::read(&png).unwrap() == std::fs::read(&by_cat).unwrap(), "--label {label} is not --cat 4");
+    let out = run(&["sample", "--checkpoint", c, "--label", "horse", "--out", p]);
+    let e = stderr(&out);
+    assert!(!out.status.success() && e.contains("\"horse\" is not a label") && e.contains("\"0\", \"1\""), "{e}");
+
+    // A row per value: captions on the left unless --plain.
+    assert_ok(&run(&["sample", "--checkpoint", c, "--n", "2", "--out", p]), "sample");
+    let captioned = infogan::output::png::Image::load(&png).unwrap();
+    assert_ok(&run(&["sample", "--checkpoint", c, "--n", "2", "--plain", "--scale", "1", "--out", p]), "--plain");
+    let plain = infogan::output::png::Image::load(&png).unwrap();
+    assert_eq!((plain.width, plain.height), (2 * 30 + 2, 10 * 30 + 2));
+    assert!(
+        captioned.width > 2 * 58 + 2 + 20 && captioned.height == 10 * 58 + 2,
+        "{}x{}",
+        captioned.width,
+        captioned.height
+    );
+
+    #[cfg(feature = "onnx")]
+    {
+        let onnx = tmp.path().join("g.onnx");
+        assert_ok(&run(&["export", "--checkpoint", c, "--out", onnx.to_str().unwrap()]), "export");
+        let bytes = std::fs::read(&onnx).unwrap();
+        let find = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+        let expected = serde_json::to_string(&stored["labels"]).unwrap();
+        assert!(find(b"code_to_label") && find(expected.as_bytes()), "the map {expected} is not in the ONNX metadata");
+    }
 }

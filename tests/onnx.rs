@@ -22,7 +22,7 @@ fn config(dataset: DatasetKind) -> TrainConfig {
 /// The largest difference between tract's run of `g`'s export and `g` itself, over
 /// batches of 1 and 7.
 fn tract_difference(g: &mut Generator, arch: &Architecture, rng: &mut Xoshiro256PlusPlus) -> f32 {
-    let bytes = generator_model(g, arch).unwrap().encode_to_vec();
+    let bytes = generator_model(g, arch, None).unwrap().encode_to_vec();
     let model = tract_onnx::onnx().model_for_read(&mut bytes.as_slice()).unwrap().into_optimized().unwrap();
     let model = model.into_runnable().unwrap();
     let mut worst = 0f32;
@@ -82,7 +82,7 @@ fn tract_reproduces_a_chain_with_an_unfolded_batch_norm() {
         .push("lrelu", LeakyRelu::new(0.1));
     net.push("deconv2", ConvTranspose2d::new(8, 1, 4, 2, 1, &mut rng)).push("tanh", Tanh::new());
     let mut g = Generator { net };
-    let model = generator_model(&g, &arch).unwrap();
+    let model = generator_model(&g, &arch, None).unwrap();
     let ops: Vec<String> = model.graph.as_ref().unwrap().node.iter().map(|n| n.op_type.clone().unwrap()).collect();
     assert_eq!(
         ops,

@@ -66,7 +66,7 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     let mut seen = Record::default();
     run(&mut first, &data, &RunOptions { max_steps: Some(7), ..Default::default() }, &mut seen).unwrap();
     assert_eq!(seen.epoch_ends, vec![(1, 5), (2, 7)], "a run cut within an epoch ends it there");
-    checkpoint::save(&first, &path).unwrap();
+    checkpoint::save(&first, &path, None).unwrap();
     let mut resumed = checkpoint::load(&path).unwrap();
     assert_eq!(resumed.step, 7);
     run(&mut resumed, &data, &RunOptions::default(), &mut ()).unwrap();
@@ -114,12 +114,12 @@ fn a_state_with_nan_weights_is_not_written() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("checkpoint.safetensors");
     let mut t = Trainer::new(config());
-    checkpoint::save(&t, &path).unwrap();
+    checkpoint::save(&t, &path, None).unwrap();
     let before = std::fs::read(&path).unwrap();
     let mut params = t.generator.net.params();
     params[0].param.value[[0, 0]] = f32::NAN;
     drop(params);
-    let err = checkpoint::save(&t, &path).unwrap_err().to_string();
+    let err = checkpoint::save(&t, &path, None).unwrap_err().to_string();
     assert!(err.contains("generator.fc1.weight holds 1 NaN") && err.contains("not replaced"), "{err}");
     assert!(std::fs::read(&path).unwrap() == before, "the good checkpoint was replaced");
 }

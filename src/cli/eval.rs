@@ -1,5 +1,6 @@
 //! `infogan eval`: the categorical code's unsupervised classification accuracy on the
-//! real test images, as one JSON line.
+//! real test images, as one JSON line; the map of code values to labels it finds is
+//! stored in the checkpoint.
 
 use std::path::PathBuf;
 
@@ -8,6 +9,8 @@ use clap::Args;
 use crate::data::{self, Split};
 use crate::error::{Error, Result};
 use crate::eval::categorical_accuracy;
+use crate::models::ModelKind;
+use crate::models::labels::METADATA_KEY;
 use crate::models::weights;
 
 #[derive(Args)]
@@ -22,6 +25,10 @@ pub struct EvalArgs {
     /// training), or the running averages
     #[arg(long, value_enum, default_value_t = BnStats::Batch)]
     bn_stats: BnStats,
+    /// Only print the result: do not store the code-to-label map in the checkpoint (by default it is written into
+    /// the checkpoint's metadata, the weights untouched, for `sample --label`, `serve` and `export`)
+    #[arg(long)]
+    no_store: bool,
     /// Worker threads [default: all cores, or RAYON_NUM_THREADS]
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
@@ -35,7 +42,7 @@ enum BnStats {
 
 pub fn run(args: EvalArgs) -> Result<()> {
     super::set_threads(args.threads)?;
-    let mut loaded = weights::load(&args.checkpoint)?;
+    let (mut loaded, mut file) = weights::read(&args.checkpoint)?;
     let spec = &loaded.arch.latent;
     if spec.categorical.is_empty() {
         return Err(Error::Invalid(format!(
@@ -64,5 +71,19 @@ pub fn run(args: EvalArgs) -> Result<()> {
         "confusion": e.counts,
     });
     println!("{line}");
+    if args.no_store {
+        return Ok(());
+    }
+    if loaded.model != ModelKind::InfoGan {
+        eprintln!("infogan: a plain GAN's generator ignores the code, so no code-to-label map is stored");
+        return Ok(());
+    }
+    let step = file.metadata.get("step").and_then(|s| s.parse().ok()).unwrap_or(0);
+    file.metadata.insert(METADATA_KEY.to_string(), e.code_labels(&test.class_names, step).to_json());
+    file.write(&args.checkpoint)?;
+    eprintln!(
+        "infogan: stored the code-to-label map in {} (for sample --label, serve and export)",
+        args.checkpoint.display()
+    );
     Ok(())
 }

@@ -36,7 +36,7 @@ pub struct ExportArgs {
 pub fn run(args: ExportArgs) -> Result<()> {
     let mut loaded = weights::load(&args.checkpoint)?;
     let arch = loaded.arch.clone();
-    let model = onnx::generator_model(&loaded.generator, &arch)?;
+    let model = onnx::generator_model(&loaded.generator, &arch, loaded.labels.as_ref())?;
     onnx::save(&model, &args.out)?;
     eprintln!("infogan: wrote {} (opset {}, latent [batch, {}])", args.out.display(), onnx::OPSET, arch.latent.size());
     if let Some(path) = &args.check_vector {
@@ -47,7 +47,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
                 ("latent".to_string(), latent.z.into_dyn()),
                 ("image".to_string(), image.into_dyn()),
             ]),
-            metadata: HashMap::from_iter(onnx::metadata(&arch)),
+            metadata: HashMap::from_iter(onnx::metadata(&arch, loaded.labels.as_ref())),
         };
         file.write(path)?;
         eprintln!("infogan: wrote {} ({CHECK_BATCH} latent vectors and their images)", path.display());

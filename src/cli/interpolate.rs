@@ -11,11 +11,12 @@ use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use super::flags::in_range;
+use super::sample::MAX_SCALE;
 use crate::error::{Error, Result};
 use crate::models::Generator;
 use crate::models::weights;
 use crate::output::gif;
-use crate::output::grid::{tile, upscale};
+use crate::output::grid::{default_scale, tile};
 use crate::output::png::Image;
 
 #[derive(Args)]
@@ -39,9 +40,9 @@ pub struct InterpolateArgs {
     /// Noise vectors side by side in each frame of the sweep
     #[arg(long, default_value_t = 8, value_name = "N")]
     n: usize,
-    /// Pixel magnification of the pictures
-    #[arg(long, default_value_t = 3, value_name = "K")]
-    scale: usize,
+    /// Pixel magnification of the pictures (nearest neighbour) [default: 2 for images of 32 pixels or less, else 1]
+    #[arg(long, value_name = "K")]
+    scale: Option<usize>,
     /// Folder for the pictures: interp_linear.png/.gif, interp_slerp.png/.gif, sweep_<code>.gif
     #[arg(long, value_name = "DIR", default_value = "interpolation")]
     out_dir: PathBuf,
@@ -51,14 +52,13 @@ pub struct InterpolateArgs {
 const MAX_STEPS: usize = 1000;
 /// Images side by side in a sweep's frame, at most.
 const MAX_SIDE: usize = 100;
-/// Magnification, at most: a 32x32 image becomes 1024x1024.
-const MAX_SCALE: usize = 32;
 
 pub fn run(args: InterpolateArgs) -> Result<()> {
     in_range("steps", args.steps, 2..=MAX_STEPS)?;
     in_range("n", args.n, 1..=MAX_SIDE)?;
-    in_range("scale", args.scale, 1..=MAX_SCALE)?;
     let mut loaded = weights::load(&args.checkpoint)?;
+    let scale = args.scale.unwrap_or_else(|| default_scale(loaded.arch.dataset.image_shape().1));
+    in_range("scale", scale, 1..=MAX_SCALE)?;
     let spec = loaded.arch.latent.clone();
     std::fs::create_dir_all(&args.out_dir).map_err(|e| Error::Io {
         action: "create the folder",
@@ -71,9 +71,9 @@ pub fn run(args: InterpolateArgs) -> Result<()> {
     let mut written = Vec::new();
     for (name, spherical) in [("linear", false), ("slerp", true)] {
         let z = spec.interpolate(&start, &end, args.steps, spherical);
-        let frames = single_frames(&mut loaded.generator, &z, args.scale);
-        let strip = tile(&loaded.generator.generate(&z), 1, args.steps);
-        written.push(save_png(&upscale(&strip, args.scale), &args.out_dir.join(format!("interp_{name}.png")))?);
+        let frames = single_frames(&mut loaded.generator, &z, scale);
+        let strip = tile(&loaded.generator.generate(&z), 1, args.steps, scale);
+        written.push(save_png(&strip, &args.out_dir.join(format!("interp_{name}.png")))?);
         // Forth and back, so the loop has no jump.
         let looped: Vec<Image> = frames.iter().chain(frames.iter().rev().skip(1)).cloned().collect();
         let gif_path = args.out_dir.join(format!("interp_{name}.gif"));
@@ -83,7 +83,7 @@ pub fn run(args: InterpolateArgs) -> Result<()> {
     if let Some(code) = &args.sweep {
         let frames_z = spec.sweep(code, args.n, args.steps, &mut Xoshiro256PlusPlus::seed_from_u64(args.from))?;
         let frames: Vec<Image> =
-            frames_z.iter().map(|z| upscale(&tile(&loaded.generator.generate(z), 1, args.n), args.scale)).collect();
+            frames_z.iter().map(|z| tile(&loaded.generator.generate(z), 1, args.n, scale)).collect();
         let looped: Vec<Image> = frames.iter().chain(frames.iter().rev().skip(1)).cloned().collect();
         let gif_path = args.out_dir.join(format!("sweep_{code}.gif"));
         gif::save(&gif_path, &looped, 12)?;
@@ -103,5 +103,5 @@ fn save_png(img: &Image, path: &Path) -> Result<PathBuf> {
 /// One image per latent row, each a frame.
 fn single_frames(g: &mut Generator, z: &Array2<f32>, scale: usize) -> Vec<Image> {
     let images = g.generate(z);
-    (0..z.nrows()).map(|i| upscale(&tile(&images.slice(s![i..i + 1, .., .., ..]).to_owned(), 1, 1), scale)).collect()
+    (0..z.nrows()).map(|i| tile(&images.slice(s![i..i + 1, .., .., ..]).to_owned(), 1, 1, scale)).collect()
 }

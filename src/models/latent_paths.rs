@@ -35,17 +35,33 @@ impl LatentSpec {
 
     /// The latent of a traversal of continuous code `code`: row `r` sets the first
     /// categorical code to `r`, column `c` sweeps the code evenly from `from` to `to`;
-    /// one noise vector and every other code stay fixed (the paper's figures).
+    /// one noise vector and every other code stay fixed, the continuous ones at 0 (the
+    /// paper's figures).
     pub fn traversal(
         &self,
         code: usize,
         rows: usize,
         cols: usize,
-        from: f32,
-        to: f32,
+        (from, to): (f32, f32),
+        rng: &mut impl Rng,
+    ) -> LatentBatch {
+        self.traversal_around(code, rows, cols, (from, to), &vec![0.0; self.continuous], rng)
+    }
+
+    /// `traversal`, with the other continuous codes at `cont` instead of 0. The noise
+    /// vector is the one `grid_of` draws first from the same `rng`, so that a
+    /// traversal shows the style of the sample drawn from the same seed.
+    pub fn traversal_around(
+        &self,
+        code: usize,
+        rows: usize,
+        cols: usize,
+        (from, to): (f32, f32),
+        cont: &[f32],
         rng: &mut impl Rng,
     ) -> LatentBatch {
         assert!(code < self.continuous, "traversal: no continuous code {code}");
+        assert_eq!(cont.len(), self.continuous, "traversal: {} continuous values for {}", cont.len(), self.continuous);
         let one = Array2::from_shape_simple_fn((1, self.noise), || rng.random_range(-1.0f32..=1.0));
         let noise = Array2::from_shape_fn((rows * cols, self.noise), |(_, j)| one[[0, j]]);
         let cat: Vec<Vec<usize>> = (0..self.categorical.len())
@@ -53,7 +69,7 @@ impl LatentSpec {
             .collect();
         let step = if cols > 1 { (to - from) / (cols - 1) as f32 } else { 0.0 };
         let cont = Array2::from_shape_fn((rows * cols, self.continuous), |(i, j)| {
-            if j == code { from + step * (i % cols) as f32 } else { 0.0 }
+            if j == code { from + step * (i % cols) as f32 } else { cont[j] }
         });
         self.compose(&noise, &cat, &cont)
     }
@@ -151,6 +167,17 @@ mod tests {
         assert_eq!((cont[0][[0, 10]], cont[6][[0, 10]], cont[3][[0, 9]]), (-2.0, 2.0, 0.0));
         let e = spec().sweep("cont3", 4, 7, &mut rng).unwrap_err().to_string();
         assert!(e.contains("cat1, cont1, cont2"), "{e}");
+    }
+
+    #[test]
+    fn a_traversal_sweeps_one_code_around_the_others_with_the_grids_noise() {
+        let cont = [0.5, -1.0];
+        let t = spec().traversal_around(1, 3, 4, (-2.0, 2.0), &cont, &mut Xoshiro256PlusPlus::seed_from_u64(4));
+        assert_eq!(t.cat[0], [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]);
+        assert!(t.cont.rows().into_iter().all(|r| r[0] == 0.5));
+        assert_eq!(t.cont.column(1).to_vec()[..4], [-2.0, -2.0 + 4.0 / 3.0, -2.0 + 8.0 / 3.0, 2.0]);
+        let g = spec().grid_of(&[0], 1, &cont, &mut Xoshiro256PlusPlus::seed_from_u64(4));
+        assert_eq!(t.z.row(7).slice(s![..6]), g.z.row(0).slice(s![..6]), "the same noise as the seed's sample");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! architecture used for CIFAR-10.
 
 pub mod classifier;
+pub mod labels;
 pub mod latent;
 pub mod latent_paths;
 pub mod sequential;

@@ -5,7 +5,8 @@
 //! metadata. `train::checkpoint` adds the optimizer and RNG state to the same file.
 //!
 //! `load` reads only what using a trained model needs (`sample`, `eval`, `export`,
-//! `interpolate`, `score`): the architecture and the weights.
+//! `interpolate`, `score`, `serve`): the architecture, the weights and the map of
+//! the code's values to labels.
 
 use std::path::Path;
 
@@ -14,6 +15,7 @@ use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::Deserialize;
 
+use super::labels::{CodeLabels, METADATA_KEY};
 use super::{Architecture, Discriminator, Generator, ModelKind, build};
 use crate::error::{Error, Result};
 use crate::tensorfile::TensorFile;
@@ -27,6 +29,9 @@ pub struct Networks {
     pub model: ModelKind,
     pub generator: Generator,
     pub discriminator: Discriminator,
+    /// What the first categorical code's values stand for, when the checkpoint holds
+    /// the map (see `labels`).
+    pub labels: Option<CodeLabels>,
 }
 
 /// The part of the configuration that fixes the networks (the rest belongs to
@@ -79,7 +84,13 @@ pub fn read(path: &Path) -> Result<(Networks, TensorFile)> {
             restore(&file, path, &format!("{prefix}.{}", b.name), &mut b.buffer.value)?;
         }
     }
-    Ok((Networks { arch, model, generator, discriminator }, file))
+    let labels = match (file.metadata.get(METADATA_KEY), arch.latent.categorical.first()) {
+        (Some(json), Some(&values)) => {
+            Some(CodeLabels::parse(json, values).map_err(|e| Error::bad_file(path, format!("has {e}")))?)
+        }
+        _ => None,
+    };
+    Ok((Networks { arch, model, generator, discriminator, labels }, file))
 }
 
 /// Copies tensor `name` of the file into `into`, checking its shape.

@@ -1,18 +1,16 @@
 //! Line charts as PNG: one or more stacked panels sharing an x axis, each with axes,
 //! ticks, grid lines, a title and a legend, drawn by the plotters crate into an RGB
-//! buffer. The text is DejaVu Sans (an ASCII subset compiled into the binary, with
-//! its licence in `assets/fonts/`), so charts need no system fonts; plotters
-//! measures it, and `chart_text` draws it.
+//! buffer. The text is `text`'s built-in font: plotters measures it, and
+//! `chart_text` draws it.
 
 use std::sync::OnceLock;
 
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 
-use ab_glyph::FontRef;
-
 use super::chart_text::TextBackend;
 use super::png::Image;
+use super::text::{self, FONT};
 use crate::error::{Error, Result};
 
 /// One curve: its label in the legend, its points, its colour.
@@ -45,7 +43,6 @@ pub const PALETTE: [[u8; 3]; 8] = [
     [127, 127, 127],
 ];
 
-const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans-subset.ttf");
 /// The family the font is registered under with plotters.
 const FAMILY: &str = "sans-serif";
 const GRID: RGBColor = RGBColor(225, 225, 225);
@@ -100,8 +97,7 @@ pub fn render(panels: &[Panel], x_label: &str, width: usize, height: usize) -> R
     let mut pixels = vec![255u8; width * height * 3];
     {
         let inner = BitMapBackend::with_buffer(&mut pixels, (width as u32, height as u32));
-        let font = FontRef::try_from_slice(FONT)
-            .map_err(|_| Error::Invalid("the charts' built-in font does not load".into()))?;
+        let font = text::font()?;
         let root = TextBackend { inner, font }.into_drawing_area();
         // No padding on x: curves start at the left edge.
         let all_x = panels.iter().flat_map(|p| p.series.iter().flat_map(|s| s.points.iter().map(|pt| pt.0)));

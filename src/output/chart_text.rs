@@ -7,7 +7,8 @@
 //! anchoring as plotters' default, and ab_glyph's outlines placed where the font
 //! puts them.
 
-use ab_glyph::{Font, FontRef, ScaleFont, point};
+use super::text::layout;
+use ab_glyph::FontRef;
 use plotters::prelude::BitMapBackend;
 use plotters_backend::text_anchor::{HPos, VPos};
 use plotters_backend::{BackendColor, BackendCoord, BackendStyle, BackendTextStyle, DrawingBackend, DrawingErrorKind};
@@ -96,22 +97,7 @@ impl<'a> DrawingBackend for TextBackend<'a> {
         // The glyphs: the pen advances (with kerning) as in plotters' layout box, and
         // each outline is drawn inside its own pixel bounds, bearings included, on a
         // baseline one ascent below the box's top.
-        let font = self.font.as_scaled(style.size() as f32);
-        let mut coverage: Vec<(i32, i32, f32)> = Vec::new();
-        let (mut pen, mut previous) = (0f32, None);
-        for c in text.chars() {
-            let id = font.glyph_id(c);
-            if let Some(p) = previous {
-                pen += font.kern(p, id);
-            }
-            let glyph = id.with_scale_and_position(font.scale(), point(pen, font.ascent()));
-            if let Some(outline) = self.font.outline_glyph(glyph) {
-                let b = outline.px_bounds();
-                outline.draw(|x, y, v| coverage.push((b.min.x as i32 + x as i32, b.min.y as i32 + y as i32, v)));
-            }
-            pen += font.h_advance(id);
-            previous = Some(id);
-        }
+        let (coverage, _) = layout(&self.font, text, style.size() as f32);
         let trans = style.transform();
         let (w, h) = self.get_size();
         for (x, y, v) in coverage {

@@ -11,3 +11,4 @@ pub mod grid;
 pub mod onnx;
 pub mod png;
 pub mod run_files;
+pub mod text;

@@ -2,7 +2,7 @@
 //! (`train::run::Observer`): `losses.csv` every few steps; at each epoch end
 //! `information.csv` and `metrics.csv` rows (with the categorical code's accuracy on
 //! the test images and the image scores), the sample grid and the traversals, the
-//! checkpoint, `progress.gif` and `losses.png`.
+//! checkpoint (with the code-to-label map), `progress.gif` and `losses.png`.
 
 use std::path::{Path, PathBuf};
 
@@ -12,12 +12,12 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::eval::{categorical_accuracy, lower_bounds, mean_rows};
-use crate::models::LatentBatch;
 use crate::models::classifier::Classifier;
+use crate::models::{LatentBatch, ModelKind};
 use crate::output::csv::{CsvLog, LossRow, header_of};
 use crate::output::curves::losses_chart;
 use crate::output::gif;
-use crate::output::grid::tile;
+use crate::output::grid::{default_scale, tile};
 use crate::output::png::Image;
 use crate::score::{Quality, Reference, SCORE_COLUMNS, SCORE_IMAGES, SCORE_SEED, quality_of_generator};
 use crate::train::run::{Observer, StepEnd};
@@ -111,10 +111,15 @@ impl<'a> RunFiles<'a> {
         self.losses.flush()?;
         self.information.flush()?;
         let spec = trainer.config.arch.latent.clone();
-        let accuracy = self
+        let evaluation = self
             .test_set
             .filter(|_| !spec.categorical.is_empty())
-            .map(|t| categorical_accuracy(&mut trainer.discriminator, &spec, t, true).accuracy);
+            .map(|t| (categorical_accuracy(&mut trainer.discriminator, &spec, t, true), t));
+        let accuracy = evaluation.as_ref().map(|(e, _)| e.accuracy);
+        // A plain GAN's generator ignores the code: its probe's map names nothing.
+        let labels = evaluation
+            .filter(|_| trainer.config.model == ModelKind::InfoGan)
+            .map(|(e, t)| e.code_labels(&t.class_names, trainer.step));
         let mut row = lower_bounds(&spec, &mean_rows(&self.epoch_codes));
         self.epoch_codes.clear();
         let score_images = self.test_set.map_or(SCORE_IMAGES, |t| t.len().min(SCORE_IMAGES));
@@ -132,7 +137,7 @@ impl<'a> RunFiles<'a> {
         self.metrics.row(&numbers(epoch, trainer.step, Some(accuracy.unwrap_or(f64::NAN)), &row))?;
         self.metrics.flush()?;
         write_pictures(trainer, &self.out, epoch)?;
-        checkpoint::save(trainer, &self.out.join("checkpoint.safetensors"))?;
+        checkpoint::save(trainer, &self.out.join("checkpoint.safetensors"), labels.as_ref())?;
         progress_gif(&self.out)?;
         losses_chart(&self.out.join("losses.csv"), &self.out.join("losses.png"))?;
         Ok(EpochReport { epoch, step: trainer.step, accuracy, quality })
@@ -174,7 +179,7 @@ fn picture_latents(trainer: &Trainer) -> (LatentBatch, Vec<LatentBatch>) {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(trainer.config.seed ^ 0x5A4D_504C_4553);
     let grid = spec.grid(GRID_ROWS, GRID_COLS, &mut rng);
     let traversals =
-        (0..spec.continuous).map(|j| spec.traversal(j, GRID_ROWS, GRID_COLS, -2.0, 2.0, &mut rng)).collect();
+        (0..spec.continuous).map(|j| spec.traversal(j, GRID_ROWS, GRID_COLS, (-2.0, 2.0), &mut rng)).collect();
     (grid, traversals)
 }
 
@@ -183,11 +188,12 @@ fn write_pictures(trainer: &mut Trainer, out: &Path, epoch: usize) -> Result<()>
     prepare_out(out)?;
     let (grid, traversals) = picture_latents(trainer);
     let images = trainer.generator.generate(&grid.z);
-    tile(&images, GRID_ROWS, GRID_COLS).save(&out.join("samples").join(format!("epoch_{epoch:03}.png")))?;
+    let scale = default_scale(images.dim().2);
+    tile(&images, GRID_ROWS, GRID_COLS, scale).save(&out.join("samples").join(format!("epoch_{epoch:03}.png")))?;
     for (j, t) in traversals.iter().enumerate() {
         let images = trainer.generator.generate(&t.z);
         let path = out.join("traversals").join(format!("epoch_{epoch:03}_cont_{}.png", j + 1));
-        tile(&images, GRID_ROWS, GRID_COLS).save(&path)?;
+        tile(&images, GRID_ROWS, GRID_COLS, scale).save(&path)?;
     }
     Ok(())
 }

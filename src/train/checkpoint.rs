@@ -1,7 +1,8 @@
 //! Checkpoints: one safetensors file holding everything a run needs to continue: the
 //! networks' weights and statistics (`models::weights`, which also reads them back
 //! for using a trained model), both Adam states, the RNG state, the step counter,
-//! and the run's configuration (JSON in the metadata).
+//! the run's configuration (JSON in the metadata) and, once a run has been evaluated,
+//! the map of the categorical code's values to labels (`models::labels`).
 //!
 //! Optimizer tensors are named `optim.{generator,discriminator}.{exp_avg,exp_avg_sq}.<parameter>`,
 //! where `<parameter>` is the parameter's name in the weights.
@@ -15,6 +16,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 use super::{TrainConfig, Trainer};
 use crate::error::{Error, Result};
+use crate::models::labels::{CodeLabels, METADATA_KEY};
 use crate::models::sequential::NamedParam;
 use crate::models::weights::{self, FORMAT, Networks};
 use crate::models::{Discriminator, Generator, Sequential};
@@ -32,9 +34,10 @@ fn optimized_names(g: &Generator, d: &Discriminator) -> [(&'static str, Vec<Stri
 }
 
 /// Writes the whole training state to `path`, atomically, streaming the tensors
-/// from the networks and optimizers to the file without copying them. A state with a
-/// NaN or infinite weight is refused, so that the last good checkpoint stays.
-pub fn save(trainer: &Trainer, path: &Path) -> Result<()> {
+/// from the networks and optimizers to the file without copying them, with the map
+/// of the code's values to labels when there is one. A state with a NaN or infinite
+/// weight is refused, so that the last good checkpoint stays.
+pub fn save(trainer: &Trainer, path: &Path, labels: Option<&CodeLabels>) -> Result<()> {
     let [(_, g_names), (_, d_names)] = optimized_names(&trainer.generator, &trainer.discriminator);
     let mut tensors: Vec<(String, ArrayViewD<'_, f32>)> = weights::tensors(&trainer.generator, &trainer.discriminator);
     if let Some((name, t)) = tensors.iter().find(|(_, t)| t.iter().any(|v| !v.is_finite())) {
@@ -54,7 +57,7 @@ pub fn save(trainer: &Trainer, path: &Path) -> Result<()> {
     }
     let config = serde_json::to_string(&trainer.config).expect("config serialises");
     let rng: String = trainer.rng.state().iter().map(|b| format!("{b:02x}")).collect();
-    let metadata = HashMap::from([
+    let mut metadata = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
         ("producer".to_string(), format!("infogan {}", env!("CARGO_PKG_VERSION"))),
         ("config".to_string(), config),
@@ -63,6 +66,9 @@ pub fn save(trainer: &Trainer, path: &Path) -> Result<()> {
         ("optim.discriminator.step".to_string(), trainer.opt_d.step.to_string()),
         ("rng".to_string(), rng),
     ]);
+    if let Some(labels) = labels {
+        metadata.insert(METADATA_KEY.to_string(), labels.to_json());
+    }
     write_tensors(path, &tensors, &metadata)
 }
 

@@ -16,6 +16,7 @@ use prost::Message;
 
 use crate::error::{Error, Result};
 use crate::layers::{OnnxAttr, OnnxConstant, OnnxOp};
+use crate::models::labels::CodeLabels;
 use crate::models::{Architecture, Generator};
 use crate::tensorfile::write_atomically;
 use proto::*;
@@ -28,7 +29,7 @@ pub const IR_VERSION: i64 = 8;
 
 /// The generator as an ONNX model: each layer's own operator (`Layer::onnx`), with
 /// a batch norm that follows a layer with `fold_axis` folded into that layer.
-pub fn generator_model(g: &Generator, arch: &Architecture) -> Result<ModelProto> {
+pub fn generator_model(g: &Generator, arch: &Architecture, labels: Option<&CodeLabels>) -> Result<ModelProto> {
     let mut graph = GraphBuilder::default();
     let mut x = "latent".to_string();
     let mut ops = g
@@ -74,19 +75,21 @@ pub fn generator_model(g: &Generator, arch: &Architecture) -> Result<ModelProto>
             input: vec![value_info("latent", &[None, Some(latent as i64)])],
             output: vec![value_info("image", &[None, Some(c as i64), Some(h as i64), Some(w as i64)])],
         }),
-        metadata_props: metadata(arch)
+        metadata_props: metadata(arch, labels)
             .into_iter()
             .map(|(k, v)| StringStringEntryProto { key: Some(k), value: Some(v) })
             .collect(),
     })
 }
 
-/// The latent layout and provenance, as metadata properties.
-pub fn metadata(arch: &Architecture) -> Vec<(String, String)> {
+/// The latent layout and provenance, as metadata properties; with `labels`, also
+/// `code_to_label` (a JSON array: the label of each value of the first categorical
+/// code, null for none) and `code_to_label_accuracy`.
+pub fn metadata(arch: &Architecture, labels: Option<&CodeLabels>) -> Vec<(String, String)> {
     let l = &arch.latent;
     let join = |v: Vec<usize>| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
     let (c, h, w) = arch.dataset.image_shape();
-    vec![
+    let mut props: Vec<(String, String)> = vec![
         ("producer".into(), format!("infogan {}", env!("CARGO_PKG_VERSION"))),
         ("dataset".into(), arch.dataset.name().into()),
         ("latent_size".into(), l.size().to_string()),
@@ -101,7 +104,12 @@ pub fn metadata(arch: &Architecture) -> Vec<(String, String)> {
         ("continuous_distribution".into(), "uniform(-1,1)".into()),
         ("image_shape".into(), format!("{c},{h},{w}")),
         ("image_range".into(), "-1,1".into()),
-    ]
+    ];
+    if let Some(m) = labels {
+        props.push(("code_to_label".into(), serde_json::to_string(&m.labels).expect("labels serialise")));
+        props.push(("code_to_label_accuracy".into(), format!("{:.4}", m.accuracy)));
+    }
+    props
 }
 
 /// Writes the ONNX file atomically.
