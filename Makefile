@@ -10,7 +10,7 @@ TRAIN_FLAGS := $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SEED),--seed $(SEED)) $
 
 CHECKPOINT ?= runs/$(DATASET)-$(MODEL)/checkpoint.safetensors
 
-.PHONY: help build test lint bench data train export
+.PHONY: help build test lint bench data train export serve
 
 help:
 	@echo "make train DATASET=d  fetch the data, build, and train (d: mnist, fashion-mnist, cifar10)"
@@ -19,14 +19,21 @@ help:
 	@echo "make bench            GEMM and layer throughput (cargo bench) and a training-step benchmark"
 	@echo "make data DATASET=d   fetch a dataset into data/d/"
 	@echo "make export           the trained generator as runs/DATASET-MODEL/generator.onnx (CHECKPOINT=file to choose)"
+	@echo "make serve            explore the trained generator in the browser at http://127.0.0.1:8000/ (CHECKPOINT=file)"
 	@echo "make lint             cargo fmt --check and clippy with warnings as errors (with and without ONNX)"
 	@echo "make build            build the release binary $(BIN)"
 
 build:
 	$(CARGO) build --release
 
+# The explorer's browser test needs Chromium (or Chrome); without one it passes
+# as skipped, and this says so.
+BROWSERS := chromium chromium-browser google-chrome google-chrome-stable
+
 test:
 	$(CARGO) test --release
+	@if [ -z "$$CHROME" ] && ! for b in $(BROWSERS); do command -v $$b; done | grep -q .; then \
+		echo "make test: no Chromium found, so the explorer's browser test was SKIPPED (apt-get install chromium)"; fi
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -44,6 +51,9 @@ data:
 
 train: build data
 	$(BIN) train --dataset $(DATASET) --model $(MODEL) $(TRAIN_FLAGS)
+
+serve: build
+	$(BIN) serve --checkpoint $(CHECKPOINT)
 
 export: build
 	$(BIN) export --checkpoint $(CHECKPOINT) --out $(dir $(CHECKPOINT))generator.onnx --check-vector $(dir $(CHECKPOINT))check_vector.safetensors

@@ -15,6 +15,7 @@ pub mod plot;
 mod progress;
 pub mod sample;
 pub mod score;
+pub mod serve;
 pub mod train;
 
 use std::path::PathBuf;
@@ -56,6 +57,8 @@ enum Command {
     Interpolate(interpolate::InterpolateArgs),
     /// Overlay the information curves and accuracies of several runs in one PNG
     Plot(plot::PlotArgs),
+    /// Explore a trained generator live in the browser: sliders for the codes, a button per categorical value
+    Serve(serve::ServeArgs),
     /// Export the trained generator as an ONNX model
     #[cfg(feature = "onnx")]
     Export(export::ExportArgs),
@@ -91,6 +94,7 @@ pub fn run(cli: Cli) -> Result<crate::train::run::Outcome> {
         Command::Score(args) => done(score::run(args)),
         Command::Interpolate(args) => done(interpolate::run(args)),
         Command::Plot(args) => done(plot::run(args)),
+        Command::Serve(args) => done(serve::run(args)),
         #[cfg(feature = "onnx")]
         Command::Export(args) => done(export::run(args)),
         Command::Bench(args) => done(bench::run(args)),
