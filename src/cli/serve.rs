@@ -123,16 +123,20 @@ fn handle(mut request: Request, model: &mut Networks) {
     let reply = match (route, &method) {
         ("/", Method::Get) => Ok(Reply::new(PAGE.as_bytes().to_vec(), "text/html; charset=utf-8")),
         ("/api/model", Method::Get) => Ok(Reply::new(describe(model).into_bytes(), "application/json")),
-        ("/api/render", Method::Post) => read_body(&mut request)
-            .and_then(|body| parse_request(&body, model))
-            .map(|r| Reply::new(picture(model, &r).encode(), "image/png")),
+        ("/api/render", Method::Post) => read_body(&mut request).and_then(|body| parse_request(&body, model)).map(|r| {
+            let image = picture(model, &r);
+            let drawn = started.elapsed().as_secs_f64() * 1e3;
+            let png = image.encode_fast();
+            let encoded = started.elapsed().as_secs_f64() * 1e3 - drawn;
+            Reply::new(png, "image/png").noting(format!(" (drawn in {drawn:.1} ms, PNG-encoded in {encoded:.1} ms)"))
+        }),
         ("/" | "/api/model" | "/api/render", _) => Err(Refusal(405, format!("{method} is not allowed on {route}"))),
         _ => Err(Refusal(404, format!("no such page: {route} (the explorer serves /, /api/model and /api/render)"))),
     };
     let ms = started.elapsed().as_secs_f64() * 1e3;
     let response = match reply {
         Ok(r) => {
-            eprintln!("infogan: {method} {route} 200 in {ms:.1} ms");
+            eprintln!("infogan: {method} {route} 200 in {ms:.1} ms{}", r.note);
             Response::from_data(r.body)
                 .with_header(header("Content-Type", r.content_type))
                 .with_header(header("X-Render-Ms", &format!("{ms:.1}")))
@@ -158,11 +162,17 @@ fn handle(mut request: Request, model: &mut Networks) {
 struct Reply {
     body: Vec<u8>,
     content_type: &'static str,
+    /// Said after the status in the server's log.
+    note: String,
 }
 
 impl Reply {
     fn new(body: Vec<u8>, content_type: &'static str) -> Self {
-        Reply { body, content_type }
+        Reply { body, content_type, note: String::new() }
+    }
+
+    fn noting(self, note: String) -> Self {
+        Reply { note, ..self }
     }
 }
 
