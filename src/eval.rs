@@ -4,13 +4,15 @@
 //! the best one-to-one assignment (the Hungarian algorithm, from the pathfinding
 //! crate); with more code values than labels, each value takes its majority label.
 
-use ndarray::s;
+use ndarray::{Array4, s};
 use pathfinding::kuhn_munkres::kuhn_munkres;
 use pathfinding::matrix::Matrix;
+use rand::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::data::Dataset;
 use crate::models::labels::CodeLabels;
-use crate::models::{Discriminator, LatentSpec};
+use crate::models::{Discriminator, Generator, LatentSpec};
 
 /// Images per batch when classifying.
 pub const EVAL_BATCH: usize = 100;
@@ -60,18 +62,97 @@ pub fn predict_codes(d: &mut Discriminator, spec: &LatentSpec, data: &Dataset, b
         // together with the image before it.
         let (batch, skip) =
             if chunk.len() == 1 && chunk[0] > 0 { (vec![chunk[0] - 1, chunk[0]], 1) } else { (chunk.to_vec(), 0) };
-        let h = d.features(data.batch(&batch));
-        let q = d.q_outputs(h);
-        for row in q.slice(s![.., ..k]).outer_iter().skip(skip) {
-            let best =
-                row.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
-            codes.push(best.0);
-        }
+        codes.extend(q_choices(d, data.batch(&batch), k).into_iter().skip(skip));
     }
     d.set_requires_grad(true);
     d.set_training(true);
     d.set_running_stats(&saved);
     codes
+}
+
+/// Q's most likely value of a `k`-valued first categorical code for each image.
+///
+/// images: [N, C, H, W] -> [N]
+fn q_choices(d: &mut Discriminator, images: Array4<f32>, k: usize) -> Vec<usize> {
+    let h = d.features(images);
+    let q = d.q_outputs(h);
+    q.slice(s![.., ..k])
+        .outer_iter()
+        .map(|row| row.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0)
+        .collect()
+}
+
+/// Generated images per code in `code_stability`.
+pub const STABILITY_IMAGES: usize = 1000;
+/// The seed of `code_stability`'s latent points.
+pub const STABILITY_SEED: u64 = 0x5354_4142;
+/// Points of each sweep: -2 to 2 in steps of 0.25, so that the middle nine run from
+/// -1 to 1.
+const SWEEP_POINTS: usize = 17;
+
+/// Whether a continuous code changes only the style: the share of generated images
+/// whose first categorical value, as Q reads it, stays the same all along a sweep of
+/// the code with everything else fixed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CodeStability {
+    /// The swept continuous code (0-based).
+    pub code: usize,
+    /// The share over the prior's range, -1 to 1.
+    pub within_1: f64,
+    /// The share over the range of the paper's figures, -2 to 2.
+    pub within_2: f64,
+}
+
+/// `CodeStability` of every continuous code, from `images` latent points drawn from
+/// the prior with `seed`. Each point's code is swept over -2..2 in steps of 0.25;
+/// Q classifies each generated image, with batch norm on the statistics of each
+/// batch of generated images (as D saw generated batches in training; its running
+/// statistics are put back after). (Issue #13: "style, not identity".)
+pub fn code_stability(
+    g: &mut Generator,
+    d: &mut Discriminator,
+    spec: &LatentSpec,
+    images: usize,
+    seed: u64,
+) -> Vec<CodeStability> {
+    let Some(&k) = spec.categorical.first().filter(|_| images > 0) else { return Vec::new() };
+    let base = spec.sample(images, &mut Xoshiro256PlusPlus::seed_from_u64(seed)).z;
+    let saved = d.running_stats();
+    d.set_requires_grad(false);
+    d.set_training(true);
+    let mut result = Vec::with_capacity(spec.continuous);
+    for code in 0..spec.continuous {
+        let column = spec.cont_offset() + code;
+        // choices[p][i]: Q's value for latent i at sweep point p.
+        let choices: Vec<Vec<usize>> = (0..SWEEP_POINTS)
+            .map(|p| {
+                let v = -2.0 + 4.0 * p as f32 / (SWEEP_POINTS - 1) as f32;
+                let mut z = base.clone();
+                z.column_mut(column).fill(v);
+                let mut out = Vec::with_capacity(images);
+                // At least two images per batch, for batch norm.
+                let mut start = 0;
+                while start < images {
+                    let end = if images - start <= EVAL_BATCH + 1 { images } else { start + EVAL_BATCH };
+                    let x = g.generate(&z.slice(s![start..end, ..]).to_owned());
+                    out.extend(q_choices(d, x, k));
+                    start = end;
+                }
+                out
+            })
+            .collect();
+        let share = |points: std::ops::Range<usize>| {
+            let kept =
+                (0..images).filter(|&i| points.clone().all(|p| choices[p][i] == choices[points.start][i])).count();
+            kept as f64 / images.max(1) as f64
+        };
+        let middle = SWEEP_POINTS / 2;
+        result.push(CodeStability { code, within_1: share(middle - 4..middle + 5), within_2: share(0..SWEEP_POINTS) });
+    }
+    d.set_requires_grad(true);
+    d.set_training(true);
+    d.set_running_stats(&saved);
+    result
 }
 
 /// Scores predicted code values against labels.

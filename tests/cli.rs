@@ -547,15 +547,33 @@ fn labels_are_stored_and_drawn_by_name() {
 
     // eval stores the same map again (the weights untouched); --no-store leaves the file as it is.
     let before = std::fs::read(&ckpt).unwrap();
-    let out = run(&["eval", "--checkpoint", c, "--data-dir", data.to_str().unwrap(), "--no-store"]);
+    let out = run(&[
+        "eval",
+        "--checkpoint",
+        c,
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--no-store",
+        "--stability-images",
+        "0",
+    ]);
     assert_ok(&out, "eval --no-store");
     assert!(std::fs::read(&ckpt).unwrap() == before, "--no-store changed the checkpoint");
-    let out = run(&["eval", "--checkpoint", c, "--data-dir", data.to_str().unwrap()]);
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["code_stability"], serde_json::json!({}), "--stability-images 0 leaves it out");
+    let out = run(&["eval", "--checkpoint", c, "--data-dir", data.to_str().unwrap(), "--stability-images", "30"]);
     assert_ok(&out, "eval");
     assert!(stderr(&out).contains("stored the code-to-label map"), "{}", stderr(&out));
     let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(labels(&ckpt)["labels"], stored["labels"]);
     assert_eq!(line["code_to_label"]["0"], stored["labels"][0], "{line}");
+    // Sweeping a code over -2..2 passes through -1..1: the wider range can only keep fewer images.
+    for code in ["cont1", "cont2"] {
+        let (within_1, within_2) =
+            (&line["code_stability"][code]["within_1"], &line["code_stability"][code]["within_2"]);
+        let (w1, w2) = (within_1.as_f64().unwrap(), within_2.as_f64().unwrap());
+        assert!((0.0..=1.0).contains(&w1) && w2 <= w1 && w2 >= 0.0, "{code}: {w1} {w2}");
+    }
 
     // --label draws the value mapped to it: the same picture as --cat.
     let label = stored["labels"][4].as_str().unwrap().to_string();

@@ -123,13 +123,16 @@ fn handle(mut request: Request, model: &mut Networks) {
     let reply = match (route, &method) {
         ("/", Method::Get) => Ok(Reply::new(PAGE.as_bytes().to_vec(), "text/html; charset=utf-8")),
         ("/api/model", Method::Get) => Ok(Reply::new(describe(model).into_bytes(), "application/json")),
-        ("/api/render", Method::Post) => read_body(&mut request).and_then(|body| parse_request(&body, model)).map(|r| {
-            let image = picture(model, &r);
-            let drawn = started.elapsed().as_secs_f64() * 1e3;
-            let png = image.encode_fast();
-            let encoded = started.elapsed().as_secs_f64() * 1e3 - drawn;
-            Reply::new(png, "image/png").noting(format!(" (drawn in {drawn:.1} ms, PNG-encoded in {encoded:.1} ms)"))
-        }),
+        ("/api/render", Method::Post) => {
+            read_body(&mut request).and_then(|body| parse_request(&body, model)).map(|r| {
+                let image = picture(model, &r);
+                let drawn = started.elapsed().as_secs_f64() * 1e3;
+                let png = image.encode_fast();
+                let encoded = started.elapsed().as_secs_f64() * 1e3 - drawn;
+                Reply::new(png, "image/png")
+                    .noting(format!(" (drawn in {drawn:.1} ms, PNG-encoded in {encoded:.1} ms)"))
+            })
+        }
         ("/" | "/api/model" | "/api/render", _) => Err(Refusal(405, format!("{method} is not allowed on {route}"))),
         _ => Err(Refusal(404, format!("no such page: {route} (the explorer serves /, /api/model and /api/render)"))),
     };
