@@ -6,7 +6,7 @@ MODEL ?= infogan
 BIN := target/release/infogan
 
 # Optional overrides of `make train`, passed on only when set.
-TRAIN_FLAGS := $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SEED),--seed $(SEED)) $(if $(OUT),--out $(OUT)) $(ARGS)
+TRAIN_FLAGS := $(if $(RECIPE),--recipe $(RECIPE)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SEED),--seed $(SEED)) $(if $(OUT),--out $(OUT)) $(ARGS)
 
 CHECKPOINT ?= runs/$(DATASET)-$(MODEL)/checkpoint.safetensors
 
@@ -14,7 +14,7 @@ CHECKPOINT ?= runs/$(DATASET)-$(MODEL)/checkpoint.safetensors
 
 help:
 	@echo "make train DATASET=d  fetch the data, build, and train (d: mnist, fashion-mnist, cifar10)"
-	@echo "                      options: MODEL=gan  EPOCHS=N  SEED=N  OUT=dir  ARGS='more infogan train flags'"
+	@echo "                      options: MODEL=gan  RECIPE=paper  EPOCHS=N  SEED=N  OUT=dir  ARGS='more infogan train flags'"
 	@echo "make test             run every test (unit, gradient properties, PyTorch reference, determinism, CLI)"
 	@echo "make bench            GEMM and layer throughput (cargo bench) and a training-step benchmark"
 	@echo "make data DATASET=d   fetch a dataset into data/d/"

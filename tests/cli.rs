@@ -612,3 +612,26 @@ fn labels_are_stored_and_drawn_by_name() {
         assert!(find(b"code_to_label") && find(expected.as_bytes()), "the map {expected} is not in the ONNX metadata");
     }
 }
+
+/// `--recipe paper` starts from the InfoGAN authors' settings; flags beside it win,
+/// and `--resume` accepts only the recipe the run started from.
+#[test]
+fn the_paper_recipe_sets_the_authors_settings_and_flags_override_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tiny_mnist(tmp.path(), 32);
+    let out = tmp.path().join("run");
+    // The helper's --batch-size 8 overrides the recipe's 128, as any flag does.
+    assert_ok(&train(&data, &out, &["--recipe", "paper", "--lambda-cat", "0.5", "--max-steps", "1"]), "training");
+    let file = infogan::tensorfile::TensorFile::read(&out.join("checkpoint.safetensors")).unwrap();
+    let c: serde_json::Value = serde_json::from_str(&file.metadata["config"]).unwrap();
+    let f = |key: &str| c[key].as_f64().unwrap();
+    assert_eq!((f("lr_d"), f("lr_g"), f("lambda_cont"), f("lambda_cat")), (2e-4, 1e-3, 1.0, 0.5));
+    assert_eq!(
+        (c["batch_size"].as_u64(), c["mode_seeking"].as_f64(), c["cont_std"].as_str()),
+        (Some(8), Some(0.0), Some("fixed"))
+    );
+    let again = ["--recipe", "paper", "--lambda-cat", "0.5", "--resume", "--max-steps", "2"];
+    assert_ok(&train(&data, &out, &again), "resuming with the same recipe");
+    let other = train(&data, &out, &["--recipe", "default", "--resume", "--max-steps", "3"]);
+    assert!(!other.status.success() && stderr(&other).contains("--recipe default"), "{}", stderr(&other));
+}

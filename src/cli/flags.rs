@@ -8,7 +8,7 @@ use crate::data::DatasetKind;
 use crate::error::{Error, Result};
 use crate::layers::AugmentPolicy;
 use crate::models::ModelKind;
-use crate::train::{ContStd, DEFAULT_STEPS, TrainConfig, default_epochs};
+use crate::train::{ContStd, DEFAULT_STEPS, Recipe, TrainConfig, default_epochs};
 
 /// An error unless `--flag`'s `value` lies in `range`: the limits of flags that size
 /// a picture or a batch, so that a mistyped number is an error, not an allocation
@@ -59,6 +59,9 @@ pub fn epochs_help() -> String {
 /// so that `--resume` can tell a flag the user gave from a default.
 #[derive(Args, Clone, Debug, Default)]
 pub struct ModelFlags {
+    /// Where the settings start; any flag given beside it overrides its value [default: default]
+    #[arg(long, value_enum)]
+    pub recipe: Option<Recipe>,
     #[arg(long, value_name = "N", help = help("Noise values in the latent vector, uniform in [-1, 1]", |c| c.arch.latent.noise.to_string()))]
     pub noise: Option<usize>,
     #[arg(long, value_name = "K[,K...]", help = help(
@@ -175,8 +178,8 @@ impl ModelFlags {
     }
 }
 
-/// The configuration of a new run of `model` on `dataset`: the dataset's defaults,
-/// then the flags.
+/// The configuration of a new run of `model` on `dataset`: the recipe's settings for
+/// the dataset (its defaults unless `--recipe` says otherwise), then the flags.
 pub fn config(
     flags: &ModelFlags,
     dataset: DatasetKind,
@@ -184,7 +187,7 @@ pub fn config(
     batch_size: Option<usize>,
     seed: Option<u64>,
 ) -> Result<TrainConfig> {
-    let mut c = TrainConfig::defaults(dataset);
+    let mut c = TrainConfig::recipe(dataset, flags.recipe.unwrap_or_default());
     c.model = model;
     c.batch_size = batch_size.unwrap_or(c.batch_size);
     c.seed = seed.unwrap_or(c.seed);

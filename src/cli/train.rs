@@ -267,6 +267,15 @@ fn resume(args: &TrainArgs) -> Result<(Trainer, PathBuf)> {
     {
         conflicts.push(format!("--seed {s} (the checkpoint has {})", c.seed));
     }
+    // A recipe given on resuming must be the one the run started from (with the
+    // flags given beside it).
+    if let Some(r) = args.flags.recipe {
+        let mut expected = flags::config(&args.flags, c.arch.dataset, c.model, args.batch_size, Some(c.seed))?;
+        expected.epochs = c.epochs;
+        if expected != *c {
+            conflicts.push(format!("--recipe {} (the checkpoint's settings are not that recipe's)", r.name()));
+        }
+    }
     if !conflicts.is_empty() {
         return Err(Error::Invalid(format!(
             "--resume continues the run in {} with its own settings, but these flags differ: {}. Drop them, or start a \

@@ -19,7 +19,7 @@ pub mod memory;
 pub mod run;
 pub mod run_dir;
 
-pub use config::{ContStd, DEFAULT_BATCH_SIZE, DEFAULT_SEED, DEFAULT_STEPS, TrainConfig, default_epochs};
+pub use config::{ContStd, DEFAULT_BATCH_SIZE, DEFAULT_SEED, DEFAULT_STEPS, Recipe, TrainConfig, default_epochs};
 
 use ndarray::{Array2, Array4, Axis, s};
 use rand::SeedableRng;
