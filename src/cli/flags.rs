@@ -75,6 +75,11 @@ pub struct ModelFlags {
          code values by style in 5 of 5 seeds, 0.5 in 3 of 10 (README, Results)",
         |c| c.lambda_cat.to_string()))]
     pub lambda_cat: Option<f32>,
+    #[arg(long, value_name = "STEPS", help = help(
+        "Steps over which the categorical weight rises linearly from 0 to --lambda-cat, so that G learns the digits' \
+         shapes before the code's partition sets (0: none)",
+        |c| c.lambda_cat_warmup.to_string()))]
+    pub lambda_cat_warmup: Option<u64>,
     #[arg(long, value_name = "W", help = help("Weight of the continuous codes' information loss", |c| c.lambda_cont.to_string()))]
     pub lambda_cont: Option<f32>,
     #[arg(long, value_enum, value_name = "STD", help = help(
@@ -133,6 +138,9 @@ impl ModelFlags {
         };
         set(&mut c.lambda_cat, self.lambda_cat);
         set(&mut c.lambda_cont, self.lambda_cont);
+        if let Some(w) = self.lambda_cat_warmup {
+            c.lambda_cat_warmup = w;
+        }
         set(&mut c.mode_seeking, self.mode_seeking);
         set(&mut c.lr_d, self.lr_d);
         set(&mut c.lr_g, self.lr_g);
@@ -166,6 +174,11 @@ impl ModelFlags {
         differ("categorical", categorical.map(|v| format!("{v:?}")), format!("{:?}", l.categorical));
         differ("continuous", self.continuous.map(|v| v.to_string()), l.continuous.to_string());
         differ("lambda-cat", self.lambda_cat.map(|v| v.to_string()), config.lambda_cat.to_string());
+        differ(
+            "lambda-cat-warmup",
+            self.lambda_cat_warmup.map(|v| v.to_string()),
+            config.lambda_cat_warmup.to_string(),
+        );
         differ("lambda-cont", self.lambda_cont.map(|v| v.to_string()), config.lambda_cont.to_string());
         differ("cont-std", self.cont_std.map(|v| v.name().into()), config.cont_std.name().into());
         differ("diffaug", diffaug.map(|p| p.name()), config.diffaug.name());

@@ -15,6 +15,10 @@ pub struct TrainConfig {
     pub arch: Architecture,
     pub model: ModelKind,
     pub lambda_cat: f32,
+    /// Steps over which the categorical weight rises linearly from 0 to
+    /// `lambda_cat` (0: none, as in checkpoints written before this setting existed).
+    #[serde(default)]
+    pub lambda_cat_warmup: u64,
     pub lambda_cont: f32,
     /// Checkpoints written before this setting existed learned the std.
     #[serde(default = "ContStd::learned")]
@@ -134,6 +138,7 @@ impl TrainConfig {
             arch: Architecture { dataset, latent: default_latent(dataset) },
             model: ModelKind::InfoGan,
             lambda_cat: 0.5,
+            lambda_cat_warmup: 0,
             lambda_cont: 0.1,
             cont_std: ContStd::Fixed,
             diffaug: AugmentPolicy::default(),
@@ -189,6 +194,15 @@ impl TrainConfig {
         }
     }
 
+    /// The categorical codes' weight at optimizer step `step` (0-based): `lambda_cat`,
+    /// or during the warm-up its share `(step + 1) / lambda_cat_warmup`.
+    pub fn lambda_cat_at(&self, step: u64) -> f32 {
+        if step >= self.lambda_cat_warmup {
+            return self.lambda_cat;
+        }
+        self.lambda_cat * ((step + 1) as f64 / self.lambda_cat_warmup as f64) as f32
+    }
+
     /// Checks every value: the one gate of configurations given as flags and of those
     /// read from a checkpoint. The message names the flag that sets the value.
     pub fn validate(&self) -> Result<()> {
@@ -238,6 +252,15 @@ impl TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_categorical_weight_warms_up_linearly() {
+        let c = TrainConfig { lambda_cat: 0.5, lambda_cat_warmup: 4, ..TrainConfig::defaults(DatasetKind::Mnist) };
+        let weights: Vec<f32> = (0..6).map(|s| c.lambda_cat_at(s)).collect();
+        assert_eq!(weights, [0.125, 0.25, 0.375, 0.5, 0.5, 0.5]);
+        let none = TrainConfig::defaults(DatasetKind::Mnist);
+        assert_eq!((none.lambda_cat_warmup, none.lambda_cat_at(0)), (0, none.lambda_cat));
+    }
 
     #[test]
     fn the_paper_recipe_is_the_authors_settings() {

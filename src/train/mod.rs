@@ -116,7 +116,7 @@ impl Trainer {
         let (loss_fake, dlogits_fake) = bce_with_logits(fake_logits, Array2::zeros(fake_logits.raw_dim()).view());
         let (d_real, d_fake) = (mean_probability(real_logits), mean_probability(fake_logits));
         let q = d.q_outputs(h.slice(s![n.., ..]).to_owned());
-        let info = info_loss(&self.config, &q, &latent);
+        let info = info_loss(&self.config, self.step, &q, &latent);
         let dlogits = ndarray::concatenate(Axis(0), &[dlogits_real.view(), dlogits_fake.view()]).expect("same width");
         let mut dh = d.d_head.backward(dlogits.into_dyn());
         let dh_q = d.q_head.backward(info.dq.into_dyn());
@@ -144,7 +144,7 @@ impl Trainer {
         let mut dh = d.d_head.backward(dlogits.into_dyn());
         if info_gan {
             let q = d.q_outputs(h);
-            let info_g = info_loss(&self.config, &q, &latent);
+            let info_g = info_loss(&self.config, self.step, &q, &latent);
             dh += &d.q_head.backward(info_g.dq.into_dyn());
         }
         let dfake = d.trunk.backward(dh).into_dimensionality().expect("trunk input is [N, C, H, W]");
@@ -191,18 +191,20 @@ pub struct InfoLoss {
 
 /// Splits Q's outputs `q: [N, Q]` into each categorical code's logits, the continuous
 /// codes' means and log standard deviations, and scores them against the sampled
-/// codes: cross-entropy for categorical codes, the Gaussian NLL for continuous ones.
-pub fn info_loss(config: &TrainConfig, q: &Array2<f32>, latent: &LatentBatch) -> InfoLoss {
+/// codes: cross-entropy for categorical codes (weighted as at optimizer step `step`),
+/// the Gaussian NLL for continuous ones.
+pub fn info_loss(config: &TrainConfig, step: u64, q: &Array2<f32>, latent: &LatentBatch) -> InfoLoss {
     let spec = &config.arch.latent;
+    let lambda_cat = config.lambda_cat_at(step);
     let mut dq = Array2::zeros(q.raw_dim());
     let mut loss = 0f64;
     let mut code_losses = Vec::new();
     let mut col = 0;
     for (k, &values) in spec.categorical.iter().enumerate() {
         let (ce, dlogits) = cross_entropy(q.slice(s![.., col..col + values]), &latent.cat[k]);
-        loss += config.lambda_cat as f64 * ce as f64;
+        loss += lambda_cat as f64 * ce as f64;
         code_losses.push(ce as f64);
-        dq.slice_mut(s![.., col..col + values]).assign(&(dlogits * config.lambda_cat));
+        dq.slice_mut(s![.., col..col + values]).assign(&(dlogits * lambda_cat));
         col += values;
     }
     let c = spec.continuous;
@@ -245,7 +247,7 @@ mod tests {
         let fixed = config(ContStd::Fixed);
         let latent = fixed.arch.latent.sample(4, &mut rng);
         let mut q = Array2::from_shape_fn((4, 14), |_| rng.random_range(-2.0f32..2.0));
-        let out = info_loss(&fixed, &q, &latent);
+        let out = info_loss(&fixed, 0, &q, &latent);
         assert!(out.dq.slice(s![.., 12..14]).iter().all(|&g| g == 0.0), "log-std outputs got gradients: {}", out.dq);
         let mut sq = 0f64;
         for ((n, j), &c) in latent.cont.indexed_iter() {
@@ -256,8 +258,8 @@ mod tests {
         assert!((out.loss - (ce + 0.5 * nll)).abs() < 1e-5, "loss {} != CE {ce} + 0.5 NLL {nll}", out.loss);
 
         q.slice_mut(s![.., 12..14]).fill(0.0);
-        let learned = info_loss(&config(ContStd::Learned), &q, &latent);
-        let fixed = info_loss(&fixed, &q, &latent);
+        let learned = info_loss(&config(ContStd::Learned), 0, &q, &latent);
+        let fixed = info_loss(&fixed, 0, &q, &latent);
         assert!((learned.loss - fixed.loss).abs() < 1e-9);
         assert_eq!(learned.dq.slice(s![.., ..12]), fixed.dq.slice(s![.., ..12]));
     }
