@@ -98,6 +98,10 @@ pub struct ModelFlags {
          each categorical value otherwise ends up drawing one picture",
         |c| c.mode_seeking.to_string()))]
     pub mode_seeking: Option<f32>,
+    /// Give G's step a latent batch of its own, generated afresh, instead of the batch D's step was shown (one more
+    /// forward pass of G per step)
+    #[arg(long)]
+    pub fresh_g_latent: bool,
     #[arg(long, value_name = "LR", help = help(
         "Adam learning rate of the discriminator and its Q head. On MNIST the InfoGAN authors' 2e-4 gave a wider \
          spread of categorical accuracy over seeds",
@@ -142,6 +146,7 @@ impl ModelFlags {
             c.lambda_cat_warmup = w;
         }
         set(&mut c.mode_seeking, self.mode_seeking);
+        c.fresh_g_latent |= self.fresh_g_latent;
         set(&mut c.lr_d, self.lr_d);
         set(&mut c.lr_g, self.lr_g);
         set(&mut c.beta1, self.beta1);
@@ -183,6 +188,7 @@ impl ModelFlags {
         differ("cont-std", self.cont_std.map(|v| v.name().into()), config.cont_std.name().into());
         differ("diffaug", diffaug.map(|p| p.name()), config.diffaug.name());
         differ("mode-seeking", self.mode_seeking.map(|v| v.to_string()), config.mode_seeking.to_string());
+        differ("fresh-g-latent", self.fresh_g_latent.then(|| "true".into()), config.fresh_g_latent.to_string());
         differ("lr-d", self.lr_d.map(|v| v.to_string()), config.lr_d.to_string());
         differ("lr-g", self.lr_g.map(|v| v.to_string()), config.lr_g.to_string());
         differ("beta1", self.beta1.map(|v| v.to_string()), config.beta1.to_string());

@@ -31,6 +31,10 @@ pub struct TrainConfig {
     /// none, as in checkpoints written before this setting existed.
     #[serde(default)]
     pub mode_seeking: f32,
+    /// G's step on a latent batch of its own instead of the one D's step generated
+    /// from; false in checkpoints written before this setting existed.
+    #[serde(default)]
+    pub fresh_g_latent: bool,
     pub lr_d: f32,
     pub lr_g: f32,
     pub beta1: f32,
@@ -143,6 +147,7 @@ impl TrainConfig {
             cont_std: ContStd::Fixed,
             diffaug: AugmentPolicy::default(),
             mode_seeking: 0.0,
+            fresh_g_latent: false,
             lr_d: 1e-3,
             lr_g: 1e-3,
             beta1: 0.5,

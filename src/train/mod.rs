@@ -88,11 +88,7 @@ impl Trainer {
     pub fn train_step(&mut self, real: Array4<f32>) -> StepStats {
         let n = real.dim().0;
         let seeking = self.config.mode_seeking > 0.0;
-        let latent = if seeking {
-            self.config.arch.latent.sample_pairs(n, &mut self.rng)
-        } else {
-            self.config.arch.latent.sample(n, &mut self.rng)
-        };
+        let latent = self.draw_latent(n);
         let fake = self.generator.forward(latent.z.clone());
         let info_gan = self.config.model == ModelKind::InfoGan;
         let d = &mut self.discriminator;
@@ -127,8 +123,17 @@ impl Trainer {
         d.trunk.backward_params(dh);
         self.opt_d.update(d.params().into_iter().map(|p| p.param).collect());
 
-        // G step: the same generated batch through the updated D, whose parameters
-        // are frozen: gradients only pass through to G.
+        // G step: the same generated batch (or, with `fresh_g_latent`, one from a new
+        // latent batch) through the updated D, whose parameters are frozen: gradients
+        // only pass through to G.
+        let (latent, fake) = if self.config.fresh_g_latent {
+            let fresh = self.draw_latent(n);
+            let images = self.generator.forward(fresh.z.clone());
+            (fresh, images)
+        } else {
+            (latent, fake)
+        };
+        let d = &mut self.discriminator;
         self.generator.net.zero_grad();
         d.set_requires_grad(false);
         // The mode-seeking term acts on the images themselves, before any augmentation.
@@ -164,6 +169,18 @@ impl Trainer {
             d_real,
             d_fake,
             code_losses: info.code_losses,
+        }
+    }
+}
+
+impl Trainer {
+    /// A latent batch of `n` from the prior: in pairs sharing their codes when mode
+    /// seeking is on.
+    fn draw_latent(&mut self, n: usize) -> LatentBatch {
+        if self.config.mode_seeking > 0.0 {
+            self.config.arch.latent.sample_pairs(n, &mut self.rng)
+        } else {
+            self.config.arch.latent.sample(n, &mut self.rng)
         }
     }
 }
@@ -262,5 +279,32 @@ mod tests {
         let fixed = info_loss(&fixed, 0, &q, &latent);
         assert!((learned.loss - fixed.loss).abs() < 1e-9);
         assert_eq!(learned.dq.slice(s![.., ..12]), fixed.dq.slice(s![.., ..12]));
+    }
+
+    /// `fresh_g_latent` leaves D's step as it is (its latent batch is drawn first)
+    /// and changes only what G's step sees. (D's batch-norm running statistics also
+    /// follow G's batch, so only D's parameters are compared.)
+    #[test]
+    fn a_fresh_latent_changes_only_the_generators_step() {
+        let base = TrainConfig { batch_size: 4, ..TrainConfig::defaults(DatasetKind::Mnist) };
+        let real = Array4::from_shape_fn((4, 1, 28, 28), |(n, _, y, x)| ((n * 7 + y * 3 + x) % 11) as f32 / 5.5 - 1.0);
+        let mut trainers: Vec<Trainer> = [false, true]
+            .into_iter()
+            .map(|fresh| Trainer::new(TrainConfig { fresh_g_latent: fresh, ..base.clone() }))
+            .collect();
+        for t in &mut trainers {
+            t.train_step(real.clone());
+        }
+        let [shared, fresh] =
+            [&trainers[0], &trainers[1]].map(|t| models::weights::tensors(&t.generator, &t.discriminator));
+        let differs = |part: &str| {
+            shared
+                .iter()
+                .zip(&fresh)
+                .filter(|((name, _), _)| name.starts_with(part) && !name.contains(".running_"))
+                .any(|((_, a), (_, b))| a != b)
+        };
+        assert!(!differs("discriminator") && !differs("d_head") && !differs("q_head"), "D's step changed");
+        assert!(differs("generator"), "G's step did not change");
     }
 }
