@@ -49,7 +49,7 @@ pub struct SampleArgs {
 
 /// Images per row, at most (a row per categorical value: 2,000 images in all, about
 /// a gigabyte of activations for the MNIST generator).
-pub const MAX_PER_ROW: usize = 200;
+const MAX_PER_ROW: usize = 200;
 /// Magnification, at most: a 32x32 image becomes 512x512.
 pub const MAX_SCALE: usize = 16;
 
@@ -129,7 +129,7 @@ fn value_of_label(loaded: &Networks, args: &SampleArgs, name: &str) -> Result<us
 }
 
 /// `--cont`: one finite number per continuous code.
-pub fn parse_cont(list: &str, spec: &LatentSpec) -> Result<Vec<f32>> {
+fn parse_cont(list: &str, spec: &LatentSpec) -> Result<Vec<f32>> {
     let values: Vec<f32> = list
         .split(',')
         .map(|v| v.trim().parse::<f32>().ok().filter(|v| v.is_finite()))

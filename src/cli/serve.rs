@@ -22,7 +22,6 @@ use tiny_http::{Header, Method, Request, Response, Server};
 
 use super::sample::{MAX_SCALE, captions, render};
 use crate::error::{Error, Result};
-use crate::models::ModelKind;
 use crate::models::weights::{self, Networks};
 use crate::output::grid::{default_scale, tile, with_captions};
 use crate::output::png::Image;
@@ -251,9 +250,8 @@ fn picture(model: &mut Networks, r: &RenderRequest) -> Image {
                 return grid;
             }
             let values: Vec<usize> = (0..rows).collect();
-            let labels = model.labels.as_ref().filter(|_| model.model == ModelKind::InfoGan);
             // The captions' font is compiled in and tested; without it, the bare grid.
-            with_captions(&grid, &captions(&values, labels)).unwrap_or(grid)
+            with_captions(&grid, &captions(&values, model.labels.as_ref())).unwrap_or(grid)
         }
     }
 }
@@ -262,7 +260,7 @@ fn picture(model: &mut Networks, r: &RenderRequest) -> Image {
 fn describe(model: &Networks) -> String {
     let spec = &model.arch.latent;
     let (c, h, w) = model.arch.dataset.image_shape();
-    let labels = model.labels.as_ref().filter(|_| model.model == ModelKind::InfoGan);
+    let labels = model.labels.as_ref();
     serde_json::json!({
         "dataset": model.arch.dataset.display_name(),
         "model": model.model.name(),

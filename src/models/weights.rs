@@ -30,7 +30,7 @@ pub struct Networks {
     pub generator: Generator,
     pub discriminator: Discriminator,
     /// What the first categorical code's values stand for, when the checkpoint holds
-    /// the map (see `labels`).
+    /// the map (see `labels`); always None for a plain GAN.
     pub labels: Option<CodeLabels>,
 }
 
@@ -84,8 +84,9 @@ pub fn read(path: &Path) -> Result<(Networks, TensorFile)> {
             restore(&file, path, &format!("{prefix}.{}", b.name), &mut b.buffer.value)?;
         }
     }
+    // A plain GAN's generator ignores the code: no map names what its values draw.
     let labels = match (file.metadata.get(METADATA_KEY), arch.latent.categorical.first()) {
-        (Some(json), Some(&values)) => {
+        (Some(json), Some(&values)) if model == ModelKind::InfoGan => {
             Some(CodeLabels::parse(json, values).map_err(|e| Error::bad_file(path, format!("has {e}")))?)
         }
         _ => None,
