@@ -175,8 +175,10 @@ fn task_grid(m: usize, k: usize, n: usize, threads: usize, mr: usize, nr: usize)
 
 thread_local! {
     /// Each thread's packed A (all of it, shared by the tasks of the GEMM this thread
-    /// called) and packed B block (of the task it runs), kept from call to call.
-    static A_PACK: RefCell<PackBuf> = RefCell::new(PackBuf::default());
+    /// called; a stack, since a GEMM may run inside `packed_lhs`'s closure while its
+    /// A stays packed) and packed B block (of the task it runs), kept from call to
+    /// call.
+    static A_PACK: RefCell<Vec<PackBuf>> = const { RefCell::new(Vec::new()) };
     static B_PACK: RefCell<PackBuf> = RefCell::new(PackBuf::default());
 }
 
@@ -233,9 +235,10 @@ const IN_PLACE_MAX_N: usize = 2048;
 fn with_packed_a<K: MicroKernel>(a: ArrayView2<f32>, parallel: bool, n: usize, f: impl FnOnce(&PackedA)) {
     let (m, k) = a.dim();
     let mpad = m.next_multiple_of(K::MR);
-    // Taken out of the thread-local slot for the call, so that the tasks this thread
-    // runs meanwhile (which use only B_PACK) never find it borrowed.
-    let mut buf = A_PACK.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    // Taken off the thread-local stack for the call, so that the tasks this thread
+    // runs meanwhile (which use only B_PACK) never find it borrowed, and a GEMM nested
+    // in `f` takes a buffer of its own.
+    let mut buf = A_PACK.with(|b| b.borrow_mut().pop().unwrap_or_default());
     if let Some((flat, lda)) = super::pack::lines(a).filter(|_| K::READS_A_IN_PLACE && m >= K::MR && n < IN_PLACE_MAX_N)
     {
         let tail_row = m / K::MR * K::MR;
@@ -260,7 +263,7 @@ fn with_packed_a<K: MicroKernel>(a: ArrayView2<f32>, parallel: bool, n: usize, f
         }
         f(&PackedA { data, mpad, k, place: None });
     }
-    A_PACK.with(|b| *b.borrow_mut() = buf);
+    A_PACK.with(|b| b.borrow_mut().push(buf));
 }
 
 /// One task: `C[rows, cols] = alpha A[rows, ..] B + beta C[rows, cols]` on this thread,

@@ -45,13 +45,52 @@ impl Workspace {
     }
 }
 
-/// Images per chunk in `gemm_col2im`: as many as keep a chunk's column matrix within
-/// this many bytes. A whole batch's columns (up to 32 MiB in the CIFAR-10
-/// discriminator) go out to memory between the GEMM that writes them and the col2im
-/// that scatter-adds them back; a chunk this size is still in the caches when col2im
-/// reads it. Measured on conv 128->256 at 8x8, batch 128, one thread: 33.6 ms for the
-/// whole batch against 25.1 ms in chunks of 2 MiB.
-const COL2IM_CHUNK_BYTES: usize = 2 << 20;
+/// Bytes a chunk's column matrix may take. A whole batch's columns (up to 32 MiB in
+/// the CIFAR-10 discriminator) go out to memory between the im2col or GEMM that writes
+/// them and the GEMM or col2im that reads them back; a chunk this size is still in the
+/// caches. Measured on col2im after conv 128->256 at 8x8, batch 128, one thread:
+/// 33.6 ms for the whole batch against 25.1 ms in chunks of 2 MiB.
+const COLS_CHUNK_BYTES: usize = 2 << 20;
+
+/// Images per chunk for the column matrix of geometry `g`, `[C*KH*KW, chunk*P_out]`:
+/// as many as fit in `COLS_CHUNK_BYTES`, at least 1. A function of the shapes alone,
+/// so the chunks are the same on any number of threads.
+pub fn chunk_images(g: &im2col::ConvGeom) -> usize {
+    let per_image = g.rows() * g.p_out() * std::mem::size_of::<f32>();
+    (COLS_CHUNK_BYTES / per_image.max(1)).max(1)
+}
+
+/// Images per chunk for a weight gradient `cols dy^T` over a batch of `n`, whose sum
+/// runs along the column matrix's `n*P_out` columns, with `other` columns in `dy^T`.
+/// The chunks' products are added to the gradient one after the other, which is the
+/// chain of one product over the whole batch (block after block of `KC` terms, each
+/// added to C) only if every chunk ends on a `KC` block: so a multiple of
+/// `KC / gcd(P_out, KC)` images. When no such multiple fits in a chunk, or when the
+/// whole product would be cut along K (`Split::Depth`, partials summed otherwise),
+/// the batch is one chunk. Either way the gradient has the bits of the unchunked
+/// product.
+pub fn summed_chunk_images(g: &im2col::ConvGeom, n: usize, other: usize) -> usize {
+    let whole = n.max(1);
+    let plan = gemm::block_plan(g.rows(), n * g.p_out(), other);
+    if plan.split == gemm::Split::Depth && plan.count > 1 {
+        return whole;
+    }
+    let (mut a, mut b) = (g.p_out().max(1), gemm::KC);
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    let step = gemm::KC / a;
+    match chunk_images(g) / step * step {
+        0 => whole,
+        chunk => chunk.min(whole),
+    }
+}
+
+/// The images `0..n` in consecutive chunks of `chunk` (the last may be shorter).
+pub fn image_chunks(n: usize, chunk: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let chunk = chunk.max(1);
+    (0..n).step_by(chunk).map(move |start| start..(start + chunk).min(n))
+}
 
 /// `x = col2im(a b) + bias`, computed a few images at a time so that the product never
 /// exists for the whole batch.
@@ -67,9 +106,7 @@ pub fn gemm_col2im(
     cols: &mut Workspace,
     x: ndarray::ArrayViewMut4<f32>,
 ) {
-    let per_image = g.rows() * g.p_out() * std::mem::size_of::<f32>();
-    let chunk = COL2IM_CHUNK_BYTES / per_image.max(1);
-    gemm_col2im_chunked(a, b, g, bias, cols, x, chunk);
+    gemm_col2im_chunked(a, b, g, bias, cols, x, chunk_images(g));
 }
 
 /// `gemm_col2im` with `chunk` images at a time (at least 1).
@@ -85,14 +122,12 @@ fn gemm_col2im_chunked(
     let n = x.dim().0;
     let p_out = g.p_out();
     assert_eq!(b.ncols(), n * p_out, "gemm_col2im: b has {} columns for {n} images of {p_out} positions", b.ncols());
-    let chunk = chunk.clamp(1, n.max(1));
     // `a` is the same for every chunk: packed once.
     gemm::with_packed_lhs(a, |mul| {
-        for start in (0..n).step_by(chunk) {
-            let end = (start + chunk).min(n);
-            cols.resize(g.rows(), (end - start) * p_out);
-            mul(b.slice(ndarray::s![.., start * p_out..end * p_out]), cols.view_mut());
-            im2col::col2im(cols.view(), g, bias, x.slice_mut(ndarray::s![start..end, .., .., ..]));
+        for images in image_chunks(n, chunk) {
+            cols.resize(g.rows(), images.len() * p_out);
+            mul(b.slice(ndarray::s![.., images.start * p_out..images.end * p_out]), cols.view_mut());
+            im2col::col2im(cols.view(), g, bias, x.slice_mut(ndarray::s![images, .., .., ..]));
         }
     });
 }
@@ -102,6 +137,23 @@ mod tests {
     use super::*;
     use crate::testutil::{assert_close, random_array};
     use ndarray::{Array2, Array4};
+
+    /// Weight-gradient chunks end on KC blocks, or the batch is one chunk.
+    #[test]
+    fn summed_chunks_end_on_kc_blocks() {
+        let conv = |c, h| im2col::ConvGeom { c, h, w: h, kh: 4, kw: 4, stride: 2, padding: 1 };
+        // CIFAR-10 D conv2 (64 positions, 256 KiB an image): 8 images, 512 positions.
+        assert_eq!(summed_chunk_images(&conv(64, 16), 128, 128), 8);
+        // MNIST D conv2 (49 positions): only 256 images would end on a block.
+        assert_eq!(summed_chunk_images(&conv(64, 14), 128, 128), 128);
+        // CIFAR-10 D conv1, cut along K as a whole: one chunk.
+        assert_eq!(summed_chunk_images(&conv(3, 32), 128, 64), 128);
+        for (g, n, other) in [(conv(64, 16), 128, 128), (conv(128, 8), 64, 256), (conv(32, 32), 10, 8)] {
+            let chunk = summed_chunk_images(&g, n, other);
+            assert!(chunk == n || (chunk * g.p_out()).is_multiple_of(gemm::KC), "{g:?}: {chunk} images");
+            assert!(chunk <= chunk_images(&g).max(1) || chunk == n);
+        }
+    }
 
     /// Any chunking gives what one GEMM and one col2im over the whole batch give.
     #[test]

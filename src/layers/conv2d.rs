@@ -1,18 +1,22 @@
 //! 2-D convolution, PyTorch's `nn.Conv2d` (groups 1, dilation 1, zero padding):
 //! `y[n, o, oh, ow] = b[o] + sum over c, i, j of W[o, c, i, j] x[n, c, oh*s - p + i, ow*s - p + j]`.
 //!
-//! Computed for the whole batch as one GEMM: `y_cm = W2 cols`, where
+//! Computed as one GEMM over the batch: `y_cm = W2 cols`, where
 //! `W2 = W viewed as [C_out, C_in*KH*KW]` and `cols = im2col(x): [C_in*KH*KW, N*P_out]`.
+//! The columns are made a few images at a time (`kernels::chunk_images`), each chunk
+//! multiplied while it is still in the cache, so the whole `cols` (four times the
+//! input for a 4x4 kernel at stride 2) never exists: the backward pass unfolds the
+//! cached input again.
 
-use ndarray::{Array1, Array4, ArrayD, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, ArrayViewMut3};
+use ndarray::{Array1, Array4, ArrayD, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, ArrayViewMut3, s};
 use rand::Rng;
 
 use super::export::{conv_attrs, weight_and_bias};
 use super::{Layer, OnnxOp, check_shape, rank};
 use crate::init;
-use crate::kernels::gemm::gemm;
+use crate::kernels::gemm::{gemm, with_packed_lhs};
 use crate::kernels::im2col::{ConvGeom, from_channel_major, im2col, row_sums_into, to_channel_major};
-use crate::kernels::{Workspace, gemm_col2im};
+use crate::kernels::{Workspace, chunk_images, gemm_col2im, image_chunks, summed_chunk_images};
 
 #[derive(Clone)]
 pub struct Conv2d {
@@ -29,13 +33,14 @@ pub struct Conv2d {
     /// When false, `backward` returns `dx` but leaves `dweight` and `dbias` alone.
     pub requires_grad: bool,
     /// Cache of the latest forward: the input geometry and batch size, and
-    /// cols: [C_in*KH*KW, N*P_out], the unfolded input (what `dweight` needs).
+    /// x: [N, C_in, H, W], the input (what `dweight` needs, unfolded again).
     geom: ConvGeom,
     n: usize,
+    x: Array4<f32>,
+    /// Workspaces kept from step to step. cols: the columns of a chunk of images,
+    /// `[C_in*KH*KW, chunk*P_out]` (in backward, of dcols); y_cm: [C_out, N*P_out],
+    /// also used for dy.
     cols: Workspace,
-    /// Workspace kept from step to step. y_cm: [C_out, N*P_out], also used for dy.
-    /// (Backward computes dcols, a few images at a time, into `cols` once dweight no
-    /// longer needs it.)
     y_cm: Workspace,
 }
 
@@ -55,6 +60,7 @@ impl Conv2d {
             requires_grad: true,
             geom: ConvGeom { c: c_in, h: 0, w: 0, kh: kernel, kw: kernel, stride, padding },
             n: 0,
+            x: Array4::zeros((0, c_in, 0, 0)),
             cols: Workspace::default(),
             y_cm: Workspace::default(),
         }
@@ -91,19 +97,28 @@ impl Conv2d {
         let (n, _, h, w) = x.dim();
         let g = self.geometry(h, w);
         let p_out = g.p_out();
-        self.cols.resize(g.rows(), n * p_out);
-        im2col(x.view(), &g, self.cols.view_mut());
-        self.y_cm.resize(self.weight.dim().0, n * p_out);
-        gemm(1.0, flat(&self.weight), self.cols.view(), 0.0, self.y_cm.view_mut());
+        self.y_cm.resize(self.c_out(), n * p_out);
+        let (cols, y_cm) = (&mut self.cols, &mut self.y_cm);
+        // W2 packed once for all the chunks. The product of each column of `cols` is
+        // the same whatever the chunk, so the bits are those of one GEMM.
+        with_packed_lhs(flat(&self.weight), |mul| {
+            for images in image_chunks(n, chunk_images(&g)) {
+                let positions = images.start * p_out..images.end * p_out;
+                cols.resize(g.rows(), images.len() * p_out);
+                im2col(x.slice(s![images, .., .., ..]), &g, cols.view_mut());
+                mul(cols.view(), y_cm.view_mut().slice_mut(s![.., positions]));
+            }
+        });
         let mut y = Array4::zeros((n, self.c_out(), g.h_out(), g.w_out()));
         from_channel_major(self.y_cm.view(), self.bias.as_slice(), as3(&mut y));
-        (self.geom, self.n) = (g, n);
+        (self.geom, self.n, self.x) = (g, n, x);
         y
     }
 
     /// From `y_cm = W2 cols + b`, with `dy_cm` the channel-major `dy`:
     /// - `dweight += dy_cm cols^T`   ([C_out, N*P] x [N*P, C_in*KH*KW]), computed as its
-    ///   transpose `cols dy_cm^T`
+    ///   transpose `cols dy_cm^T`, a chunk of images at a time (`summed_chunk_images`
+    ///   keeps the sum's order that of one product)
     /// - `dbias += sum over n, oh, ow of dy`
     /// - `dcols = W2^T dy_cm`, and `dx = col2im(dcols)`, since im2col is linear and
     ///   col2im is its transpose (a few images at a time, `gemm_col2im`).
@@ -113,7 +128,6 @@ impl Conv2d {
         self.backward_params(dy);
         let g = self.geom;
         let mut dx = Array4::zeros((self.n, g.c, g.h, g.w));
-        // cols is dead once dweight has it, so it holds the chunks of dcols.
         gemm_col2im(flat(&self.weight).t(), self.y_cm.view(), &g, None, &mut self.cols, dx.view_mut());
         dx
     }
@@ -133,7 +147,14 @@ impl Conv2d {
             // As dweight^T = cols dy_cm^T: matrixmultiply packs a transposed right-hand
             // operand slowly, and this way the transposed one is the small dy_cm
             // rather than the large cols (measured: 72 against 56 GFLOP/s per core).
-            gemm(1.0, self.cols.view(), dy_cm.view().t(), 1.0, flat_mut(&mut self.dweight).reversed_axes());
+            let p_out = g.p_out();
+            let mut dweight_t = flat_mut(&mut self.dweight).reversed_axes();
+            for images in image_chunks(self.n, summed_chunk_images(&g, self.n, self.weight.dim().0)) {
+                let positions = images.start * p_out..images.end * p_out;
+                self.cols.resize(g.rows(), images.len() * p_out);
+                im2col(self.x.slice(s![images, .., .., ..]), &g, self.cols.view_mut());
+                gemm(1.0, self.cols.view(), dy_cm.view().slice(s![.., positions]).t(), 1.0, dweight_t.view_mut());
+            }
             row_sums_into(dy_cm.view(), &mut self.dbias);
         }
     }
@@ -239,5 +260,39 @@ mod tests {
         params_only.backward_params(dy);
         assert_close(&params_only.dweight, &full.dweight, 0.0, 0.0, "dweight");
         assert_close(&params_only.dbias, &full.dbias, 0.0, 0.0, "dbias");
+    }
+
+    /// A batch cut into chunks (8, 8 and 4 images of 256 KiB of columns each) gives
+    /// the bits of one product over the whole batch, for `y` and for `dweight`: on
+    /// the fast path exactly, and close on `matrixmultiply`'s, whose blocking differs.
+    #[test]
+    fn chunks_give_the_bits_of_one_product() {
+        use crate::kernels::microkernel::{Isa, isa};
+        use ndarray::Array2;
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(5);
+        let (n, c_out) = (20, 8);
+        let mut conv = Conv2d::new(64, c_out, 4, 2, 1, &mut rng);
+        let x: Array4<f32> = random_array([n, 64, 16, 16], 1);
+        let dy: Array4<f32> = random_array([n, c_out, 8, 8], 2);
+        let g = conv.geometry(16, 16);
+        assert!(chunk_images(&g) < n && summed_chunk_images(&g, n, c_out) < n, "the batch must be cut");
+        let y = conv.forward(x.clone());
+        conv.backward(dy.clone());
+
+        let positions = n * g.p_out();
+        let mut cols = Array2::zeros((g.rows(), positions));
+        im2col(x.view(), &g, cols.view_mut());
+        let mut y_cm = Array2::zeros((c_out, positions));
+        gemm(1.0, flat(&conv.weight), cols.view(), 0.0, y_cm.view_mut());
+        let mut y_whole = Array4::zeros(y.dim());
+        from_channel_major(y_cm.view(), conv.bias.as_slice(), as3(&mut y_whole));
+        let mut dy_cm = Array2::zeros((c_out, positions));
+        to_channel_major(view3(&dy), dy_cm.view_mut());
+        let mut dweight_whole = Array4::zeros(conv.dweight.dim());
+        gemm(1.0, cols.view(), dy_cm.t(), 1.0, flat_mut(&mut dweight_whole).reversed_axes());
+
+        let tol = if isa() == Isa::Portable { 1e-5 } else { 0.0 };
+        assert_close(&y, &y_whole, tol, tol, "y in chunks");
+        assert_close(&conv.dweight, &dweight_whole, tol, tol, "dweight in chunks");
     }
 }

@@ -7,18 +7,19 @@
 //! Computed as a GEMM and a col2im, a few images at a time (`gemm_col2im`):
 //! `cols = W2^T x_cm` with `W2 = W viewed as [C_in, C_out*KH*KW]` and
 //! `x_cm: [C_in, N*H*W]`, then `y = col2im(cols)`. This is exactly Conv2d's
-//! input-gradient path, and its backward pass is Conv2d's forward path.
+//! input-gradient path, and its backward pass is Conv2d's forward path (the
+//! unfolding of `dy` made, and used by both products, a chunk of images at a time).
 
-use ndarray::{Array1, Array4, ArrayD, ArrayView4};
+use ndarray::{Array1, Array4, ArrayD, ArrayView4, s};
 use rand::Rng;
 
 use super::conv2d::{as3, flat, flat_mut, view3};
 use super::export::{conv_attrs, weight_and_bias};
 use super::{Layer, OnnxOp, check_shape, rank};
 use crate::init;
-use crate::kernels::gemm::gemm;
+use crate::kernels::gemm::{gemm, with_packed_lhs};
 use crate::kernels::im2col::{ConvGeom, channel_sums_into, from_channel_major, im2col, to_channel_major};
-use crate::kernels::{Workspace, gemm_col2im};
+use crate::kernels::{Workspace, chunk_images, gemm_col2im, image_chunks, summed_chunk_images};
 
 #[derive(Clone)]
 pub struct ConvTranspose2d {
@@ -41,8 +42,8 @@ pub struct ConvTranspose2d {
     n: usize,
     x_cm: Workspace,
     /// Workspaces kept from step to step. cols: forward's product for a chunk of
-    /// images, [C_out*KH*KW, chunk*H*W], then backward's im2col of the whole dy,
-    /// [C_out*KH*KW, N*H*W]; dx_cm: [C_in, N*H*W].
+    /// images, [C_out*KH*KW, chunk*H*W], then backward's im2col of a chunk of dy;
+    /// dx_cm: [C_in, N*H*W].
     cols: Workspace,
     dx_cm: Workspace,
 }
@@ -110,7 +111,9 @@ impl ConvTranspose2d {
     }
 
     /// From `y = col2im(W2^T x_cm) + b`, with `dcols = im2col(dy)` (im2col is col2im's
-    /// transpose):
+    /// transpose), made a chunk of images at a time and used by both products while
+    /// in the cache (`summed_chunk_images` keeps dweight's sum in the order of one
+    /// product):
     /// - `dx_cm = W2 dcols`              ([C_in, C_out*KH*KW] x [C_out*KH*KW, N*H*W])
     /// - `dweight += x_cm dcols^T`       ([C_in, N*H*W] x [N*H*W, C_out*KH*KW]), computed
     ///   as its transpose `dcols x_cm^T`
@@ -120,18 +123,29 @@ impl ConvTranspose2d {
     pub fn backward(&mut self, dy: Array4<f32>) -> Array4<f32> {
         let g = self.geom;
         check_shape("ConvTranspose2d", "dy", &[Some(self.n), Some(g.c), Some(g.h), Some(g.w)], dy.shape());
-        let dcols = &mut self.cols;
-        dcols.resize(g.rows(), self.x_cm.dim().1);
-        im2col(dy.view(), &g, dcols.view_mut());
+        let (c_in, positions) = self.x_cm.dim();
+        let p = positions / self.n.max(1);
+        self.dx_cm.resize(c_in, positions);
+        let chunk = if self.requires_grad { summed_chunk_images(&g, self.n, c_in) } else { chunk_images(&g) };
+        let (dcols, dx_cm, x_cm) = (&mut self.cols, &mut self.dx_cm, &self.x_cm);
+        let mut dweight_t = flat_mut(&mut self.dweight).reversed_axes();
+        with_packed_lhs(flat(&self.weight), |mul| {
+            for images in image_chunks(self.n, chunk) {
+                let columns = images.start * p..images.end * p;
+                dcols.resize(g.rows(), images.len() * p);
+                im2col(dy.slice(s![images, .., .., ..]), &g, dcols.view_mut());
+                if self.requires_grad {
+                    // As dweight^T = dcols x_cm^T, so that the operand matrixmultiply
+                    // packs transposed is the small x_cm (see Conv2d::backward_params).
+                    let x_cm = x_cm.view();
+                    gemm(1.0, dcols.view(), x_cm.slice(s![.., columns.clone()]).t(), 1.0, dweight_t.view_mut());
+                }
+                mul(dcols.view(), dx_cm.view_mut().slice_mut(s![.., columns]));
+            }
+        });
         if self.requires_grad {
-            // As dweight^T = dcols x_cm^T, so that the operand matrixmultiply packs
-            // transposed is the small x_cm (see Conv2d::backward_params).
-            gemm(1.0, dcols.view(), self.x_cm.view().t(), 1.0, flat_mut(&mut self.dweight).reversed_axes());
             channel_sums_into(view3(&dy), &mut self.dbias);
         }
-        let (rows, cols) = self.x_cm.dim();
-        self.dx_cm.resize(rows, cols);
-        gemm(1.0, flat(&self.weight), dcols.view(), 0.0, self.dx_cm.view_mut());
         let mut dx = Array4::zeros((self.n, self.c_in(), g.h_out(), g.w_out()));
         from_channel_major(self.dx_cm.view(), None, as3(&mut dx));
         dx
@@ -195,4 +209,45 @@ pub fn conv_transpose2d_naive(
         }
     }
     Array4::from_shape_fn((n, c_out, ho, wo), |(img, o, oh, ow)| (acc[[img, o, oh, ow]] + bias[o] as f64) as f32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::microkernel::{Isa, isa};
+    use crate::testutil::{assert_close, random_array};
+    use ndarray::Array2;
+    use rand::SeedableRng;
+
+    /// Backward's chunks (8, 8 and 4 images of 256 KiB of unfolded `dy` each) give
+    /// the bits of one product over the whole batch, for `dx` and `dweight`: on the
+    /// fast path exactly, and close on `matrixmultiply`'s, whose blocking differs.
+    #[test]
+    fn chunks_give_the_bits_of_one_product() {
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(6);
+        let (n, c_in) = (20, 16);
+        let mut deconv = ConvTranspose2d::new(c_in, 64, 4, 2, 1, &mut rng);
+        let x: Array4<f32> = random_array([n, c_in, 8, 8], 1);
+        let dy: Array4<f32> = random_array([n, 64, 16, 16], 2);
+        let g = deconv.geometry(8, 8);
+        assert!(chunk_images(&g) < n && summed_chunk_images(&g, n, c_in) < n, "the batch must be cut");
+        deconv.forward(x.clone());
+        let dx = deconv.backward(dy.clone());
+
+        let positions = n * 64;
+        let mut dcols = Array2::zeros((g.rows(), positions));
+        im2col(dy.view(), &g, dcols.view_mut());
+        let mut x_cm = Array2::zeros((c_in, positions));
+        to_channel_major(view3(&x), x_cm.view_mut());
+        let mut dweight_whole = Array4::zeros(deconv.dweight.dim());
+        gemm(1.0, dcols.view(), x_cm.t(), 1.0, flat_mut(&mut dweight_whole).reversed_axes());
+        let mut dx_cm = Array2::zeros((c_in, positions));
+        gemm(1.0, flat(&deconv.weight), dcols.view(), 0.0, dx_cm.view_mut());
+        let mut dx_whole = Array4::zeros(dx.dim());
+        from_channel_major(dx_cm.view(), None, as3(&mut dx_whole));
+
+        let tol = if isa() == Isa::Portable { 1e-5 } else { 0.0 };
+        assert_close(&dx, &dx_whole, tol, tol, "dx in chunks");
+        assert_close(&deconv.dweight, &dweight_whole, tol, tol, "dweight in chunks");
+    }
 }
