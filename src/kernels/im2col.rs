@@ -14,6 +14,7 @@
 
 use ndarray::{ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, ArrayViewMut3, ArrayViewMut4, Axis};
 use rayon::prelude::*;
+use std::cell::RefCell;
 
 /// Marks a window position that falls on the zero padding in a gather table.
 const PADDING: u32 = u32::MAX;
@@ -89,19 +90,38 @@ impl ConvGeom {
 
 /// `cols[(c, i, j), n*P_out + q] = x[n, c, oh*s - p + i, ow*s - p + j]` (0 in the padding).
 ///
-/// x: [N, C, H, W], cols: [C*KH*KW, N*P_out]. Parallel over rows of `cols`; each row
-/// is, for every image, one pass of the gather table of its kernel offset.
+/// x: [N, C, H, W], cols: [C*KH*KW, N*P_out]. At stride 2 with the output widths of
+/// the models, `im2col_s2`; otherwise `im2col_table`, the general path.
 pub fn im2col(x: ArrayView4<f32>, g: &ConvGeom, mut cols: ArrayViewMut2<f32>) {
     let _time = crate::profile::scope(crate::profile::Phase::Im2col);
     let n = x.dim().0;
     assert_eq!(x.dim(), (n, g.c, g.h, g.w), "im2col: input shape");
-    let p_out = g.p_out();
-    assert_eq!(cols.dim(), (g.rows(), n * p_out), "im2col: cols shape");
+    assert_eq!(cols.dim(), (g.rows(), n * g.p_out()), "im2col: cols shape");
     let x = x.as_standard_layout();
     let x = x.as_slice().expect("standard layout");
+    let fast = stride_two(g, |wo| {
+        match wo {
+            2 => im2col_s2::<2>(x, g, cols.view_mut()),
+            4 => im2col_s2::<4>(x, g, cols.view_mut()),
+            7 => im2col_s2::<7>(x, g, cols.view_mut()),
+            8 => im2col_s2::<8>(x, g, cols.view_mut()),
+            14 => im2col_s2::<14>(x, g, cols.view_mut()),
+            16 => im2col_s2::<16>(x, g, cols.view_mut()),
+            _ => return false,
+        }
+        true
+    });
+    if !fast {
+        im2col_table(x, n, g, cols.as_slice_mut().expect("im2col: cols must be contiguous"));
+    }
+}
+
+/// `im2col` for any geometry, on `x: [N, C, H, W]` flat. Parallel over rows of `cols`;
+/// each row is, for every image, one pass of the gather table of its kernel offset.
+fn im2col_table(x: &[f32], n: usize, g: &ConvGeom, cols: &mut [f32]) {
+    let p_out = g.p_out();
     let table = g.gather_table();
     let plane_len = g.h * g.w;
-    let cols = cols.as_slice_mut().expect("im2col: cols must be contiguous");
     cols.par_chunks_mut(n * p_out).enumerate().for_each(|(row, out)| {
         let (c, offset) = (row / (g.kh * g.kw), row % (g.kh * g.kw));
         let gather = &table[offset * p_out..][..p_out];
@@ -148,6 +168,100 @@ pub fn col2im(cols: ArrayView2<f32>, g: &ConvGeom, bias: Option<&[f32]>, mut x: 
                 }
             }
         }
+    });
+}
+
+/// Values a phase row holds beyond the output width: room for the window's reach
+/// (`(KW - 1) / 2`) and for the last pixels of a row.
+const PHASE_SLACK: usize = 8;
+
+/// Runs `f(W_out)` when `g` has stride 2 and its rows fit the phase rows of
+/// `im2col_s2`; `f` returns false for a width without a loop of its own.
+fn stride_two(g: &ConvGeom, f: impl FnOnce(usize) -> bool) -> bool {
+    let wo = g.w_out();
+    g.stride == 2 && (g.kw - 1) / 2 <= PHASE_SLACK && (g.w - 1 + g.padding) / 2 < wo + PHASE_SLACK && f(wo)
+}
+
+/// The zero-padded plane `[H + 2p, W + 2p]` of a convolution at stride 2, each row cut
+/// into its even and odd columns: padded pixel `(r, q)` is at `[r, q % 2, q / 2]` of a
+/// `[H + 2p, 2, WO + PHASE_SLACK]` block. Window row `(i, j)` of output row `oh` reads
+/// padded pixels `(2*oh + i, 2*ow + j)` for `ow` in `0..WO`: the `WO` consecutive values
+/// from `[2*oh + i, j % 2, j / 2]`. With the width `WO` a constant, each such run is
+/// one fixed-size copy, which compiles to a few vector moves, where the general path
+/// looks every element up in a gather table. (The same layout for col2im, as
+/// fixed-size adds, was no faster than its scatter table when timed alone.)
+struct StrideTwo<const WO: usize> {
+    rows: usize,
+}
+
+impl<const WO: usize> StrideTwo<WO> {
+    const WIDTH: usize = WO + PHASE_SLACK;
+
+    fn new(g: &ConvGeom) -> Self {
+        StrideTwo { rows: g.h + 2 * g.padding }
+    }
+
+    fn len(&self) -> usize {
+        self.rows * 2 * Self::WIDTH
+    }
+
+    /// The start of window row `(i, j)` of output row `oh`.
+    fn run(i: usize, j: usize, oh: usize) -> usize {
+        ((2 * oh + i) * 2 + j % 2) * Self::WIDTH + j / 2
+    }
+
+    /// Where pixel `(ih, iw)` of the unpadded plane goes.
+    fn pixel(g: &ConvGeom, ih: usize, iw: usize) -> usize {
+        let q = iw + g.padding;
+        ((ih + g.padding) * 2 + q % 2) * Self::WIDTH + q / 2
+    }
+}
+
+/// `im2col` at stride 2 with output width `WO` (see `StrideTwo`). Parallel over
+/// images; each takes its planes one at a time into this thread's phase block.
+fn im2col_s2<const WO: usize>(x: &[f32], g: &ConvGeom, mut cols: ArrayViewMut2<f32>) {
+    let (ho, p_out) = (g.h_out(), g.p_out());
+    let plane_len = g.h * g.w;
+    let layout = StrideTwo::<WO>::new(g);
+    cols.axis_chunks_iter_mut(Axis(1), p_out).into_par_iter().enumerate().for_each(|(img, mut out)| {
+        // Zeroed once: every plane writes the same pixels, so the padding stays 0.
+        with_phase_block(layout.len(), |block| {
+            for c in 0..g.c {
+                let plane = &x[(img * g.c + c) * plane_len..][..plane_len];
+                for (ih, row) in plane.chunks_exact(g.w).enumerate() {
+                    for (iw, &v) in row.iter().enumerate() {
+                        block[StrideTwo::<WO>::pixel(g, ih, iw)] = v;
+                    }
+                }
+                for i in 0..g.kh {
+                    for j in 0..g.kw {
+                        let mut row = out.row_mut((c * g.kh + i) * g.kw + j);
+                        let row = row.as_slice_mut().expect("rows of cols are contiguous");
+                        for (oh, dst) in row.chunks_exact_mut(WO).enumerate().take(ho) {
+                            let src: &[f32; WO] =
+                                block[StrideTwo::<WO>::run(i, j, oh)..][..WO].try_into().expect("WO values");
+                            let dst: &mut [f32; WO] = dst.try_into().expect("WO values");
+                            *dst = *src;
+                        }
+                    }
+                }
+            }
+        });
+    });
+}
+
+thread_local! {
+    /// Each thread's phase block (`StrideTwo`), kept from call to call.
+    static PHASE_BLOCK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's phase block, `len` zeros.
+fn with_phase_block(len: usize, f: impl FnOnce(&mut [f32])) {
+    PHASE_BLOCK.with(|block| {
+        let block = &mut *block.borrow_mut();
+        block.clear();
+        block.resize(len, 0.0);
+        f(block);
     });
 }
 
@@ -294,6 +408,37 @@ mod tests {
                 "{g:?}: <im2col x, c> = {lhs} but <x, col2im c> = {rhs}"
             );
         }
+    }
+
+    /// Stride-2 geometries with every output width `im2col_s2` has a loop for, and
+    /// some beside them that fall back to the tables.
+    fn stride_two_geoms() -> Vec<ConvGeom> {
+        let mut v = Vec::new();
+        for &(c, h, w) in
+            &[(2, 28, 28), (3, 14, 14), (2, 32, 32), (3, 16, 16), (2, 8, 8), (3, 4, 4), (2, 9, 8), (1, 17, 15)]
+        {
+            for &(kh, kw, padding) in &[(4, 4, 1), (3, 3, 1), (4, 4, 0), (2, 3, 2), (5, 4, 2)] {
+                let g = ConvGeom { c, h, w, kh, kw, stride: 2, padding };
+                if g.is_valid() {
+                    v.push(g);
+                }
+            }
+        }
+        v
+    }
+
+    /// The stride-2 loops give the definition's values.
+    #[test]
+    fn stride_two_matches_the_definition() {
+        let mut fast = 0;
+        for (seed, g) in stride_two_geoms().into_iter().enumerate() {
+            fast += usize::from(stride_two(&g, |wo| [2, 4, 7, 8, 14, 16].contains(&wo)));
+            let x = random_array([3, g.c, g.h, g.w], seed as u64);
+            let mut cols = Array2::from_elem((g.rows(), 3 * g.p_out()), f32::NAN);
+            im2col(x.view(), &g, cols.view_mut());
+            assert_close(&cols, &im2col_naive(&x, &g), 0.0, 0.0, &format!("im2col {g:?}"));
+        }
+        assert!(fast >= 10, "only {fast} geometries took the stride-2 loops");
     }
 
     #[test]
