@@ -220,7 +220,7 @@ impl<const WO: usize> StrideTwo<WO> {
 /// `im2col` at stride 2 with output width `WO` (see `StrideTwo`). Parallel over
 /// images; each takes its planes one at a time into this thread's phase block.
 fn im2col_s2<const WO: usize>(x: &[f32], g: &ConvGeom, mut cols: ArrayViewMut2<f32>) {
-    let (ho, p_out) = (g.h_out(), g.p_out());
+    let p_out = g.p_out();
     let plane_len = g.h * g.w;
     let layout = StrideTwo::<WO>::new(g);
     cols.axis_chunks_iter_mut(Axis(1), p_out).into_par_iter().enumerate().for_each(|(img, mut out)| {
@@ -237,7 +237,7 @@ fn im2col_s2<const WO: usize>(x: &[f32], g: &ConvGeom, mut cols: ArrayViewMut2<f
                     for j in 0..g.kw {
                         let mut row = out.row_mut((c * g.kh + i) * g.kw + j);
                         let row = row.as_slice_mut().expect("rows of cols are contiguous");
-                        for (oh, dst) in row.chunks_exact_mut(WO).enumerate().take(ho) {
+                        for (oh, dst) in row.chunks_exact_mut(WO).enumerate() {
                             let src: &[f32; WO] =
                                 block[StrideTwo::<WO>::run(i, j, oh)..][..WO].try_into().expect("WO values");
                             let dst: &mut [f32; WO] = dst.try_into().expect("WO values");

@@ -87,9 +87,28 @@ pub fn summed_chunk_images(g: &im2col::ConvGeom, n: usize, other: usize) -> usiz
 }
 
 /// The images `0..n` in consecutive chunks of `chunk` (the last may be shorter).
-pub fn image_chunks(n: usize, chunk: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+fn image_chunks(n: usize, chunk: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
     let chunk = chunk.max(1);
     (0..n).step_by(chunk).map(move |start| start..(start + chunk).min(n))
+}
+
+/// The batch `x: [N, C, H, W]` unfolded `chunk` images at a time: for each chunk,
+/// `cols` becomes its column matrix `[C*KH*KW, chunk*P_out]` (`im2col`), and `f` gets
+/// the chunk's columns in the whole batch's `[.., N*P_out]` and the matrix.
+pub fn for_each_unfolded(
+    x: ndarray::ArrayView4<f32>,
+    g: &im2col::ConvGeom,
+    chunk: usize,
+    cols: &mut Workspace,
+    mut f: impl FnMut(std::ops::Range<usize>, ArrayView2<f32>),
+) {
+    let p_out = g.p_out();
+    for images in image_chunks(x.dim().0, chunk) {
+        let positions = images.start * p_out..images.end * p_out;
+        cols.resize(g.rows(), images.len() * p_out);
+        im2col::im2col(x.slice(ndarray::s![images, .., .., ..]), g, cols.view_mut());
+        f(positions, cols.view());
+    }
 }
 
 /// `x = col2im(a b) + bias`, computed a few images at a time so that the product never

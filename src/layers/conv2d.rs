@@ -15,8 +15,8 @@ use super::export::{conv_attrs, weight_and_bias};
 use super::{Layer, OnnxOp, check_shape, rank};
 use crate::init;
 use crate::kernels::gemm::{gemm, with_packed_lhs};
-use crate::kernels::im2col::{ConvGeom, from_channel_major, im2col, row_sums_into, to_channel_major};
-use crate::kernels::{Workspace, chunk_images, gemm_col2im, image_chunks, summed_chunk_images};
+use crate::kernels::im2col::{ConvGeom, from_channel_major, row_sums_into, to_channel_major};
+use crate::kernels::{Workspace, chunk_images, for_each_unfolded, gemm_col2im, summed_chunk_images};
 
 #[derive(Clone)]
 pub struct Conv2d {
@@ -32,10 +32,9 @@ pub struct Conv2d {
     pub padding: usize,
     /// When false, `backward` returns `dx` but leaves `dweight` and `dbias` alone.
     pub requires_grad: bool,
-    /// Cache of the latest forward: the input geometry and batch size, and
+    /// Cache of the latest forward: the input geometry, and
     /// x: [N, C_in, H, W], the input (what `dweight` needs, unfolded again).
     geom: ConvGeom,
-    n: usize,
     x: Array4<f32>,
     /// Workspaces kept from step to step. cols: the columns of a chunk of images,
     /// `[C_in*KH*KW, chunk*P_out]` (in backward, of dcols); y_cm: [C_out, N*P_out],
@@ -59,7 +58,6 @@ impl Conv2d {
             padding,
             requires_grad: true,
             geom: ConvGeom { c: c_in, h: 0, w: 0, kh: kernel, kw: kernel, stride, padding },
-            n: 0,
             x: Array4::zeros((0, c_in, 0, 0)),
             cols: Workspace::default(),
             y_cm: Workspace::default(),
@@ -102,16 +100,13 @@ impl Conv2d {
         // W2 packed once for all the chunks. The product of each column of `cols` is
         // the same whatever the chunk, so the bits are those of one GEMM.
         with_packed_lhs(flat(&self.weight), |mul| {
-            for images in image_chunks(n, chunk_images(&g)) {
-                let positions = images.start * p_out..images.end * p_out;
-                cols.resize(g.rows(), images.len() * p_out);
-                im2col(x.slice(s![images, .., .., ..]), &g, cols.view_mut());
-                mul(cols.view(), y_cm.view_mut().slice_mut(s![.., positions]));
-            }
+            for_each_unfolded(x.view(), &g, chunk_images(&g), cols, |positions, cols| {
+                mul(cols, y_cm.view_mut().slice_mut(s![.., positions]));
+            });
         });
         let mut y = Array4::zeros((n, self.c_out(), g.h_out(), g.w_out()));
         from_channel_major(self.y_cm.view(), self.bias.as_slice(), as3(&mut y));
-        (self.geom, self.n, self.x) = (g, n, x);
+        (self.geom, self.x) = (g, x);
         y
     }
 
@@ -127,7 +122,7 @@ impl Conv2d {
     pub fn backward(&mut self, dy: Array4<f32>) -> Array4<f32> {
         self.backward_params(dy);
         let g = self.geom;
-        let mut dx = Array4::zeros((self.n, g.c, g.h, g.w));
+        let mut dx = Array4::zeros((self.x.dim().0, g.c, g.h, g.w));
         gemm_col2im(flat(&self.weight).t(), self.y_cm.view(), &g, None, &mut self.cols, dx.view_mut());
         dx
     }
@@ -140,21 +135,23 @@ impl Conv2d {
     /// dy: [N, C_out, H_out, W_out]
     pub fn backward_params(&mut self, dy: Array4<f32>) {
         let g = self.geom;
-        check_shape("Conv2d", "dy", &[Some(self.n), Some(self.c_out()), Some(g.h_out()), Some(g.w_out())], dy.shape());
+        check_shape(
+            "Conv2d",
+            "dy",
+            &[Some(self.x.dim().0), Some(self.c_out()), Some(g.h_out()), Some(g.w_out())],
+            dy.shape(),
+        );
         let dy_cm = &mut self.y_cm;
         to_channel_major(view3(&dy), dy_cm.view_mut());
         if self.requires_grad {
             // As dweight^T = cols dy_cm^T: matrixmultiply packs a transposed right-hand
             // operand slowly, and this way the transposed one is the small dy_cm
             // rather than the large cols (measured: 72 against 56 GFLOP/s per core).
-            let p_out = g.p_out();
             let mut dweight_t = flat_mut(&mut self.dweight).reversed_axes();
-            for images in image_chunks(self.n, summed_chunk_images(&g, self.n, self.weight.dim().0)) {
-                let positions = images.start * p_out..images.end * p_out;
-                self.cols.resize(g.rows(), images.len() * p_out);
-                im2col(self.x.slice(s![images, .., .., ..]), &g, self.cols.view_mut());
-                gemm(1.0, self.cols.view(), dy_cm.view().slice(s![.., positions]).t(), 1.0, dweight_t.view_mut());
-            }
+            let chunk = summed_chunk_images(&g, self.x.dim().0, self.weight.dim().0);
+            for_each_unfolded(self.x.view(), &g, chunk, &mut self.cols, |positions, cols| {
+                gemm(1.0, cols, dy_cm.view().slice(s![.., positions]).t(), 1.0, dweight_t.view_mut());
+            });
             row_sums_into(dy_cm.view(), &mut self.dbias);
         }
     }
@@ -244,6 +241,7 @@ pub fn conv2d_naive(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::im2col::im2col;
     use crate::testutil::{assert_close, random_array};
     use rand::SeedableRng;
 

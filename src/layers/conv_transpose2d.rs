@@ -18,8 +18,8 @@ use super::export::{conv_attrs, weight_and_bias};
 use super::{Layer, OnnxOp, check_shape, rank};
 use crate::init;
 use crate::kernels::gemm::{gemm, with_packed_lhs};
-use crate::kernels::im2col::{ConvGeom, channel_sums_into, from_channel_major, im2col, to_channel_major};
-use crate::kernels::{Workspace, chunk_images, gemm_col2im, image_chunks, summed_chunk_images};
+use crate::kernels::im2col::{ConvGeom, channel_sums_into, from_channel_major, to_channel_major};
+use crate::kernels::{Workspace, chunk_images, for_each_unfolded, gemm_col2im, summed_chunk_images};
 
 #[derive(Clone)]
 pub struct ConvTranspose2d {
@@ -124,24 +124,20 @@ impl ConvTranspose2d {
         let g = self.geom;
         check_shape("ConvTranspose2d", "dy", &[Some(self.n), Some(g.c), Some(g.h), Some(g.w)], dy.shape());
         let (c_in, positions) = self.x_cm.dim();
-        let p = positions / self.n.max(1);
         self.dx_cm.resize(c_in, positions);
         let chunk = if self.requires_grad { summed_chunk_images(&g, self.n, c_in) } else { chunk_images(&g) };
-        let (dcols, dx_cm, x_cm) = (&mut self.cols, &mut self.dx_cm, &self.x_cm);
+        let (dcols, dx_cm, x_cm) = (&mut self.cols, &mut self.dx_cm, self.x_cm.view());
         let mut dweight_t = flat_mut(&mut self.dweight).reversed_axes();
         with_packed_lhs(flat(&self.weight), |mul| {
-            for images in image_chunks(self.n, chunk) {
-                let columns = images.start * p..images.end * p;
-                dcols.resize(g.rows(), images.len() * p);
-                im2col(dy.slice(s![images, .., .., ..]), &g, dcols.view_mut());
+            for_each_unfolded(dy.view(), &g, chunk, dcols, |columns, dcols| {
                 if self.requires_grad {
                     // As dweight^T = dcols x_cm^T, so that the operand matrixmultiply
                     // packs transposed is the small x_cm (see Conv2d::backward_params).
-                    let x_cm = x_cm.view();
-                    gemm(1.0, dcols.view(), x_cm.slice(s![.., columns.clone()]).t(), 1.0, dweight_t.view_mut());
+                    let x_cm = x_cm.slice(s![.., columns.clone()]);
+                    gemm(1.0, dcols, x_cm.t(), 1.0, dweight_t.view_mut());
                 }
-                mul(dcols.view(), dx_cm.view_mut().slice_mut(s![.., columns]));
-            }
+                mul(dcols, dx_cm.view_mut().slice_mut(s![.., columns]));
+            });
         });
         if self.requires_grad {
             channel_sums_into(view3(&dy), &mut self.dbias);
@@ -214,6 +210,7 @@ pub fn conv_transpose2d_naive(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::im2col::im2col;
     use crate::kernels::microkernel::{Isa, isa};
     use crate::testutil::{assert_close, random_array};
     use ndarray::Array2;
