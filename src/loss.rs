@@ -1,9 +1,14 @@
 //! Losses with their gradients, each the mean over its elements as in PyTorch's
 //! default `reduction='mean'`. Every function returns the loss (accumulated in f64)
 //! and the gradient of that loss with respect to each differentiable input.
+//!
+//! A sharded step (`collective`) sees a part of the batch: the `_part` forms take the
+//! number of elements of the whole batch that the mean is over, and return the sum
+//! over their own part, for the caller to add over the shards.
 
 use ndarray::{Array, Array2, ArrayView, ArrayView2, Dimension, Zip};
 
+use crate::collective::Shards;
 use crate::layers::activation::sigmoid;
 
 /// PyTorch's `binary_cross_entropy_with_logits`: the mean over elements of
@@ -15,9 +20,21 @@ use crate::layers::activation::sigmoid;
 ///
 /// logits, targets: the same shape -> (loss, dlogits: that shape)
 pub fn bce_with_logits<D: Dimension>(logits: ArrayView<f32, D>, targets: ArrayView<f32, D>) -> (f32, Array<f32, D>) {
+    let len = logits.len();
+    let (total, dlogits) = bce_with_logits_part(logits, targets, len);
+    ((total / len.max(1) as f64) as f32, dlogits)
+}
+
+/// `bce_with_logits` of part of a batch of `count` elements in all: the sum of the
+/// part's terms, and the gradient of the whole batch's mean.
+pub fn bce_with_logits_part<D: Dimension>(
+    logits: ArrayView<f32, D>,
+    targets: ArrayView<f32, D>,
+    count: usize,
+) -> (f64, Array<f32, D>) {
     let _time = crate::profile::scope(crate::profile::Phase::Loss);
     assert_eq!(logits.shape(), targets.shape(), "bce_with_logits: logits and targets differ in shape");
-    let len = logits.len().max(1) as f64;
+    let len = count.max(1) as f64;
     let mut total = 0f64;
     Zip::from(&logits).and(&targets).for_each(|&z, &t| {
         let z = z as f64;
@@ -25,7 +42,7 @@ pub fn bce_with_logits<D: Dimension>(logits: ArrayView<f32, D>, targets: ArrayVi
     });
     let scale = 1.0 / len as f32;
     let dlogits = Zip::from(&logits).and(&targets).map_collect(|&z, &t| (sigmoid(z) - t) * scale);
-    ((total / len) as f32, dlogits)
+    (total, dlogits)
 }
 
 /// PyTorch's `cross_entropy` with class-index targets: the mean over the batch of
@@ -34,10 +51,19 @@ pub fn bce_with_logits<D: Dimension>(logits: ArrayView<f32, D>, targets: ArrayVi
 ///
 /// logits: [N, K], targets: N class indices in `0..K` -> (loss, dlogits: [N, K])
 pub fn cross_entropy(logits: ArrayView2<f32>, targets: &[usize]) -> (f32, Array2<f32>) {
+    let n = logits.nrows();
+    let (total, dlogits) = cross_entropy_part(logits, targets, n);
+    ((total / n.max(1) as f64) as f32, dlogits)
+}
+
+/// `cross_entropy` of some rows of a batch of `count` rows in all: the sum of their
+/// terms, and the gradient of the whole batch's mean.
+pub fn cross_entropy_part(logits: ArrayView2<f32>, targets: &[usize], count: usize) -> (f64, Array2<f32>) {
     let _time = crate::profile::scope(crate::profile::Phase::Loss);
-    let (n, k) = logits.dim();
-    assert_eq!(targets.len(), n, "cross_entropy: {} targets for {n} rows of logits", targets.len());
-    let mut dlogits = Array2::zeros((n, k));
+    let (rows, k) = logits.dim();
+    let n = count;
+    assert_eq!(targets.len(), rows, "cross_entropy: {} targets for {rows} rows of logits", targets.len());
+    let mut dlogits = Array2::zeros((rows, k));
     let mut total = 0f64;
     for ((row, mut drow), &t) in logits.outer_iter().zip(dlogits.outer_iter_mut()).zip(targets) {
         assert!(t < k, "cross_entropy: target {t} is not a class index below {k}");
@@ -50,7 +76,7 @@ pub fn cross_entropy(logits: ArrayView2<f32>, targets: &[usize]) -> (f32, Array2
         }
         drow[t] -= 1.0 / n as f32;
     }
-    ((total / n.max(1) as f64) as f32, dlogits)
+    (total, dlogits)
 }
 
 /// The negative log-likelihood of `x` under a normal distribution with the predicted
@@ -67,6 +93,19 @@ pub fn gaussian_nll(
     mean: ArrayView2<f32>,
     logstd: ArrayView2<f32>,
 ) -> (f32, Array2<f32>, Array2<f32>) {
+    let len = x.len();
+    let (total, dmean, dlogstd) = gaussian_nll_part(x, mean, logstd, len);
+    ((total / len.max(1) as f64) as f32, dmean, dlogstd)
+}
+
+/// `gaussian_nll` of part of a batch of `count` elements in all: the sum of the
+/// part's terms, and the gradients of the whole batch's mean.
+pub fn gaussian_nll_part(
+    x: ArrayView2<f32>,
+    mean: ArrayView2<f32>,
+    logstd: ArrayView2<f32>,
+    count: usize,
+) -> (f64, Array2<f32>, Array2<f32>) {
     let _time = crate::profile::scope(crate::profile::Phase::Loss);
     assert!(
         x.dim() == mean.dim() && x.dim() == logstd.dim(),
@@ -75,7 +114,7 @@ pub fn gaussian_nll(
         mean.dim(),
         logstd.dim()
     );
-    let len = x.len().max(1) as f64;
+    let len = count.max(1) as f64;
     let half_ln_2pi = 0.5 * (std::f64::consts::TAU).ln();
     let mut total = 0f64;
     let mut dmean = Array2::zeros(x.dim());
@@ -87,7 +126,7 @@ pub fn gaussian_nll(
         *dm = (-e * inv_std / len) as f32;
         *dl = ((1.0 - e * e) / len) as f32;
     });
-    ((total / len) as f32, dmean, dlogstd)
+    (total, dmean, dlogstd)
 }
 
 /// The mode-seeking term of MSGAN (Mao, Lee, Tseng, Ma and Yang, "Mode Seeking
@@ -103,28 +142,50 @@ pub fn gaussian_nll(
 ///
 /// images: [2N, ...], noise: [2N, Z] -> (loss, dimages: the shape of images)
 pub fn mode_seeking<D: Dimension>(images: ArrayView<f32, D>, noise: ArrayView2<f32>) -> (f32, Array<f32, D>) {
+    mode_seeking_sharded(images, noise, &Shards::single())
+}
+
+/// `mode_seeking` over a sharded batch: each of the `shards.local()` equal blocks of
+/// `images` (and of `noise`) pairs its first half with its second, and both means are
+/// sums over every shard of the job.
+pub fn mode_seeking_sharded<D: Dimension>(
+    images: ArrayView<f32, D>,
+    noise: ArrayView2<f32>,
+    shards: &Shards,
+) -> (f32, Array<f32, D>) {
     let _time = crate::profile::scope(crate::profile::Phase::Loss);
     const EPS: f64 = 1e-5;
     let n = images.shape()[0];
+    let blocks = shards.local();
     assert!(
-        n.is_multiple_of(2) && noise.nrows() == n,
-        "mode_seeking: {n} images and {} noise vectors, expected one even number",
+        n.is_multiple_of(2 * blocks) && noise.nrows() == n,
+        "mode_seeking: {n} images and {} noise vectors, expected one number that {blocks} blocks of pairs divide",
         noise.nrows()
     );
-    let half = n / 2;
     let x = images.as_standard_layout();
     let xs = x.as_slice().expect("standard layout");
-    let (x1, x2) = xs.split_at(xs.len() / 2);
-    let d_img = x1.iter().zip(x2).map(|(&a, &b)| (a as f64 - b as f64).abs()).sum::<f64>() / x1.len().max(1) as f64;
-    let (z1, z2) = (noise.slice(ndarray::s![..half, ..]), noise.slice(ndarray::s![half.., ..]));
-    let d_z =
-        z1.iter().zip(z2.iter()).map(|(&a, &b)| (a as f64 - b as f64).abs()).sum::<f64>() / z1.len().max(1) as f64;
+    let block_len = xs.len() / blocks;
+    let noise = noise.as_standard_layout();
+    let zs = noise.as_slice().expect("standard layout");
+    let noise_len = zs.len() / blocks;
+    // Per block: [sum |x1 - x2|, sum |z1 - z2|], then over every shard of the job.
+    let abs_diff = |v: &[f32]| {
+        let (a, b) = v.split_at(v.len() / 2);
+        a.iter().zip(b).map(|(&a, &b)| (a as f64 - b as f64).abs()).sum::<f64>()
+    };
+    let leaves = (0..blocks)
+        .map(|s| vec![abs_diff(&xs[s * block_len..][..block_len]), abs_diff(&zs[s * noise_len..][..noise_len])])
+        .collect();
+    let sums = shards.sum_f64(leaves);
+    let (pixels, noises) =
+        ((block_len / 2 * shards.total()).max(1) as f64, (noise_len / 2 * shards.total()).max(1) as f64);
+    let (d_img, d_z) = (sums[0] / pixels, sums[1] / noises);
     let r = d_img / d_z.max(1e-12);
-    let scale = 1.0 / ((r + EPS) * (r + EPS) * d_z.max(1e-12) * x1.len().max(1) as f64);
+    let scale = 1.0 / ((r + EPS) * (r + EPS) * d_z.max(1e-12) * pixels);
     let mut d = Array::zeros(images.raw_dim());
-    {
-        let ds = d.as_slice_mut().expect("fresh array");
-        let (d1, d2) = ds.split_at_mut(xs.len() / 2);
+    for (ds, xs) in d.as_slice_mut().expect("fresh array").chunks_mut(block_len).zip(xs.chunks(block_len)) {
+        let (d1, d2) = ds.split_at_mut(block_len / 2);
+        let (x1, x2) = xs.split_at(block_len / 2);
         for (((g1, g2), &a), &b) in d1.iter_mut().zip(d2.iter_mut()).zip(x1).zip(x2) {
             let g = -(a as f64 - b as f64).signum() * scale;
             let g = if a == b { 0.0 } else { g };

@@ -64,6 +64,15 @@ pub struct TrainArgs {
     /// metrics.csv, and with them the scorer's training on first use (about a minute, once per dataset)
     #[arg(long)]
     no_score: bool,
+    /// Split each batch into N equal shards whose sums (gradients, batch statistics) are added in one fixed
+    /// order: runs with the same N train the same bits on any number of MPI ranks that gets a power of two of the
+    /// shards each [default: 1, or one per rank under mpirun]
+    #[arg(long, value_name = "N")]
+    shards: Option<usize>,
+    /// Under MPI: how long a step waits for another rank before taking it for dead or hung and stopping the job
+    /// (rank 0's epoch ends may take up to an hour)
+    #[arg(long, default_value_t = 120, value_name = "SECS")]
+    rank_timeout: u64,
     #[command(flatten)]
     flags: ModelFlags,
 }
@@ -76,13 +85,22 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     if args.log_every == 0 {
         return Err(Error::Invalid("--log-every must be at least 1".into()));
     }
+    if args.rank_timeout == 0 {
+        return Err(Error::Invalid("--rank-timeout must be at least 1 second".into()));
+    }
+    let comm = crate::collective::connect(std::time::Duration::from_secs(args.rank_timeout))?;
+    let (rank, ranks) = comm.as_ref().map_or((0, 1), |c| (c.rank(), c.size()));
     let threads = set_threads(args.threads)?;
-    let (mut trainer, out) = if args.resume { resume(&args)? } else { fresh(&args)? };
+    let (mut trainer, out) = if args.resume { resume(&args, rank, ranks)? } else { fresh(&args, rank, ranks)? };
+    trainer.set_comm(comm);
     let dataset = trainer.config.arch.dataset;
     let data_dir = args.data_dir.clone().unwrap_or_else(|| dataset.default_dir());
     let train_set = data::load(dataset, &data_dir, Split::Train)?;
     if !args.resume && args.epochs.is_none() {
         trainer.config.epochs = default_epochs(train_set.len(), trainer.config.batch_size);
+    }
+    if rank > 0 {
+        return follow(trainer, &train_set, &args);
     }
     let test_set = match data::load(dataset, &data_dir, Split::Test) {
         Ok(set) => Some(set),
@@ -131,13 +149,16 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
         eprintln!("infogan: warning: Ctrl-C and SIGTERM will not save a checkpoint ({e})");
     }
     let config = &trainer.config;
+    let processes =
+        if ranks > 1 { format!("{ranks} ranks of {threads} threads") } else { format!("{threads} threads") };
     eprintln!(
-        "infogan: training {} on {} ({} images, {} steps per epoch) with {threads} threads; latent {}",
+        "infogan: training {} on {} ({} images, {} steps per epoch) with {processes}; latent {}{}",
         config.model.name(),
         dataset,
         train_set.len(),
         plan.steps_per_epoch,
-        config.arch.latent
+        config.arch.latent,
+        if config.shards > 1 { format!("; each batch in {} shards", config.shards) } else { String::new() }
     );
     eprintln!("infogan: writing to {}", out.display());
     let files = RunFiles::create(&out, &trainer, args.log_every, test_set.as_ref(), scoring)?;
@@ -167,6 +188,19 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
             Ok(Outcome::Done)
         }
     }
+}
+
+/// A rank other than 0 of an MPI job: the same steps on its part of every batch, and
+/// nothing written (rank 0 writes every file and prints every message).
+fn follow(mut trainer: Trainer, train_set: &Dataset, args: &TrainArgs) -> Result<Outcome> {
+    let batch = trainer.config.batch_size;
+    memory::check_fits(memory::training_bytes(&mut trainer), &format!("training at batch {batch}"))?;
+    let options = RunOptions { max_steps: args.max_steps, stop: Some(&INTERRUPTED) };
+    // mpirun passes Ctrl-C and SIGTERM on to every rank as SIGTERM.
+    if let Err(e) = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst)) {
+        eprintln!("infogan: rank {}: warning: SIGTERM will not stop this rank cleanly ({e})", trainer.shards.rank());
+    }
+    train::run::run(&mut trainer, train_set, &options, &mut ())
 }
 
 /// The image scores of every epoch end. A scorer that cannot be trained or cached
@@ -215,7 +249,7 @@ impl Observer for Shown<'_> {
     }
 }
 
-fn fresh(args: &TrainArgs) -> Result<(Trainer, PathBuf)> {
+fn fresh(args: &TrainArgs, rank: usize, ranks: usize) -> Result<(Trainer, PathBuf)> {
     let dataset = args.dataset.unwrap_or_default();
     let model = args.model.unwrap_or_default();
     let mut config = flags::config(&args.flags, dataset, model, args.batch_size, args.seed)?;
@@ -223,14 +257,38 @@ fn fresh(args: &TrainArgs) -> Result<(Trainer, PathBuf)> {
     // data is loaded.
     if let Some(e) = args.epochs {
         config.epochs = e;
-        config.validate()?;
     }
+    config.shards = args.shards.unwrap_or(ranks);
+    config.validate()?;
+    config.check_shards(ranks)?;
     let out = args.out.clone().unwrap_or_else(|| default_out(dataset, model));
-    prepare_out(&out)?;
+    if rank == 0 {
+        prepare_out(&out)?;
+    }
     Ok((Trainer::new(config), out))
 }
 
-fn resume(args: &TrainArgs) -> Result<(Trainer, PathBuf)> {
+/// The shards of a resumed run on `ranks` ranks: `--shards` if given, else the
+/// checkpoint's if the ranks can share them, else one per rank (the same model, summed
+/// in another order than an uninterrupted run).
+fn resumed_shards(args: &TrainArgs, config: &mut TrainConfig, rank: usize, ranks: usize) -> Result<()> {
+    if let Some(s) = args.shards {
+        config.shards = s;
+    } else if config.check_shards(ranks).is_err() {
+        if rank == 0 {
+            eprintln!(
+                "infogan: the checkpoint's {} shards cannot be shared by {ranks} ranks; continuing with {ranks} \
+                 shards (the same training, its sums added in another order)",
+                config.shards
+            );
+        }
+        config.shards = ranks;
+    }
+    config.validate()?;
+    config.check_shards(ranks)
+}
+
+fn resume(args: &TrainArgs, rank: usize, ranks: usize) -> Result<(Trainer, PathBuf)> {
     let dataset: Option<DatasetKind> = args.dataset;
     let out = match &args.out {
         Some(out) => out.clone(),
@@ -286,8 +344,10 @@ fn resume(args: &TrainArgs) -> Result<(Trainer, PathBuf)> {
     }
     if let Some(e) = args.epochs {
         trainer.config.epochs = e;
-        trainer.config.validate()?;
     }
-    eprintln!("infogan: resuming from {} at step {}", path.display(), trainer.step);
+    resumed_shards(args, &mut trainer.config, rank, ranks)?;
+    if rank == 0 {
+        eprintln!("infogan: resuming from {} at step {}", path.display(), trainer.step);
+    }
     Ok((trainer, out))
 }

@@ -311,10 +311,10 @@ pub fn from_channel_major(cm: ArrayView2<f32>, bias: Option<&[f32]>, mut x: Arra
 /// parallel: the per-channel bias gradient of a channel-major `dy`.
 ///
 /// m: [C, L], out: `[C]`
-pub fn row_sums_into(m: ArrayView2<f32>, out: &mut ndarray::Array1<f32>) {
+pub fn row_sums_into(m: ArrayView2<f32>, out: &mut [f32]) {
     let _time = crate::profile::scope(crate::profile::Phase::Layout);
     assert_eq!(m.nrows(), out.len(), "row_sums_into: {} rows but {} outputs", m.nrows(), out.len());
-    out.as_slice_mut().expect("contiguous").par_iter_mut().zip(m.axis_iter(Axis(0))).for_each(|(o, row)| {
+    out.par_iter_mut().zip(m.axis_iter(Axis(0))).for_each(|(o, row)| {
         *o += row.iter().map(|&v| v as f64).sum::<f64>() as f32;
     });
 }
@@ -323,10 +323,10 @@ pub fn row_sums_into(m: ArrayView2<f32>, out: &mut ndarray::Array1<f32>) {
 /// parallel: the per-channel bias gradient of a batch-major `dy`.
 ///
 /// x: [N, C, P], out: `[C]`
-pub fn channel_sums_into(x: ArrayView3<f32>, out: &mut ndarray::Array1<f32>) {
+pub fn channel_sums_into(x: ArrayView3<f32>, out: &mut [f32]) {
     let _time = crate::profile::scope(crate::profile::Phase::Layout);
     assert_eq!(x.dim().1, out.len(), "channel_sums_into: {} channels but {} outputs", x.dim().1, out.len());
-    out.as_slice_mut().expect("contiguous").par_iter_mut().enumerate().for_each(|(c, o)| {
+    out.par_iter_mut().enumerate().for_each(|(c, o)| {
         let sum: f64 = x.slice(ndarray::s![.., c, ..]).iter().map(|&v| v as f64).sum();
         *o += sum as f32;
     });

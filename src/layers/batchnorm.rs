@@ -16,6 +16,8 @@
 use ndarray::{Array, Array1, Array3, ArrayD, Dimension};
 use rayon::prelude::*;
 
+use crate::collective::Shards;
+
 use super::{Layer, OnnxAttr, OnnxConstant, OnnxOp, check_shape, standard};
 
 #[derive(Clone)]
@@ -43,6 +45,10 @@ pub struct BatchNorm {
     /// each group had gone through a forward pass of its own. The discriminator uses
     /// 2 to see the real and the generated batch in one pass. Default 1.
     pub groups: usize,
+    /// The batch's shards (`collective`): each statistic is summed per shard and
+    /// group, then over the shards of the job, so that every group is normalised with
+    /// the statistics of its whole batch, on every rank.
+    pub shards: Shards,
     /// Cache of the latest forward. x_hat: [N, C, P]; inv_std: [groups*C],
     /// `1/sqrt(var + eps)` of whichever variance normalised each group; and whether
     /// that forward was in training mode.
@@ -67,6 +73,7 @@ impl BatchNorm {
             training: true,
             requires_grad: true,
             groups: 1,
+            shards: Shards::single(),
             x_hat: Array3::zeros((0, channels, 1)),
             inv_std: Array1::zeros(channels),
             trained: true,
@@ -95,22 +102,40 @@ impl BatchNorm {
         let dim = x.raw_dim();
         let mut x_hat = into3(x);
         let (n, _, p) = x_hat.dim();
-        let group_len = n / groups * c * p;
+        let blocks = self.shards.local() * groups;
+        assert!(
+            n.is_multiple_of(blocks),
+            "BatchNorm: a batch of {n} cannot be split into {} shards of {groups} equal groups",
+            self.shards.local()
+        );
+        let block_len = n / blocks * c * p;
         // Per group, per channel: the mean and 1/sqrt(var + eps) that normalise it.
         let mut mean = Vec::with_capacity(groups * c);
         let mut inv_std = Vec::with_capacity(groups * c);
         if self.training {
-            let m = n / groups * p;
+            // The values of a channel in a group, over every shard of the job.
+            let m = n / blocks * p * self.shards.total();
             assert!(m > 1, "BatchNorm: training needs more than one value per channel, got input {:?}", dim.slice());
-            for xs in x_hat.as_slice().expect("standard layout").chunks_exact(group_len) {
-                let (group_mean, group_var) = channel_moments(xs, c, p);
-                let mom = self.momentum as f64;
+            let xs = x_hat.as_slice().expect("standard layout");
+            let block = |s: usize, g: usize| &xs[(s * groups + g) * block_len..][..block_len];
+            let per_shard = |f: &dyn Fn(usize, usize) -> Vec<f64>| {
+                (0..self.shards.local()).map(|s| (0..groups).flat_map(|g| f(s, g)).collect()).collect()
+            };
+            // Two passes, each a sum over the batch: the means, then the spreads about them.
+            let sums = self.shards.sum_f64(per_shard(&|s, g| channel_sums(block(s, g), c, p)));
+            let all_mean: Vec<f64> = sums.iter().map(|&v| v / m as f64).collect();
+            let squares =
+                self.shards.sum_f64(per_shard(&|s, g| channel_squares(block(s, g), &all_mean[g * c..][..c], c, p)));
+            let mom = self.momentum as f64;
+            let eps = self.eps as f64;
+            for g in 0..groups {
+                let group_mean = &all_mean[g * c..][..c];
+                let group_var: Vec<f64> = squares[g * c..][..c].iter().map(|&v| v / m as f64).collect();
                 for ch in 0..c {
                     let unbiased = group_var[ch] * m as f64 / (m - 1) as f64;
                     self.running_mean[ch] = ((1.0 - mom) * self.running_mean[ch] as f64 + mom * group_mean[ch]) as f32;
                     self.running_var[ch] = ((1.0 - mom) * self.running_var[ch] as f64 + mom * unbiased) as f32;
                 }
-                let eps = self.eps as f64;
                 mean.extend(group_mean.iter().map(|&v| v as f32));
                 inv_std.extend(group_var.iter().map(|&v| (1.0 / (v + eps).sqrt()) as f32));
             }
@@ -122,11 +147,11 @@ impl BatchNorm {
         }
         let mut y = Array3::zeros(x_hat.dim());
         let (gamma, beta) = (self.weight.as_slice().expect("contiguous"), self.bias.as_slice().expect("contiguous"));
-        let per_group = n / groups;
+        let per_block = n / blocks;
         let xs = x_hat.as_slice_mut().expect("standard layout");
         let ys = y.as_slice_mut().expect("standard layout");
         xs.par_chunks_mut(c * p).zip(ys.par_chunks_mut(c * p)).enumerate().for_each(|(img, (xs, ys))| {
-            let g = img / per_group;
+            let g = img / per_block % groups;
             for ch in 0..c {
                 let (mu, s) = (mean[g * c + ch], inv_std[g * c + ch]);
                 let (w, b) = (gamma[ch], beta[ch]);
@@ -160,16 +185,29 @@ impl BatchNorm {
         let mut dx = into3(dy);
         check_shape("BatchNorm", "dy", &[Some(n), Some(c), Some(p)], dx.shape());
         let groups = self.inv_std.len() / c;
-        let per_group = n / groups;
-        let group_len = per_group * c * p;
+        let per_block = n / (self.shards.local() * groups);
+        let block_len = per_block * c * p;
         let x_hat = self.x_hat.as_slice().expect("standard layout");
-        let m = (per_group * p) as f64;
+        let m = (per_block * p * self.shards.total()) as f64;
+        // Per shard: per group, per channel, [sum dy, sum dy * x_hat]; then their sums
+        // over every shard of the job.
+        let dys = dx.as_slice().expect("standard layout");
+        let leaves = (0..self.shards.local())
+            .map(|s| {
+                (0..groups)
+                    .flat_map(|g| {
+                        let at = (s * groups + g) * block_len..(s * groups + g + 1) * block_len;
+                        channel_pair_sums(&dys[at.clone()], &x_hat[at], c, p).into_iter().flatten()
+                    })
+                    .collect()
+            })
+            .collect();
+        let sums = self.shards.sum_f64(leaves);
         // Per group, per channel: [scale, mean of dy, mean of dy * x_hat].
         let mut coef: Vec<[f32; 3]> = Vec::with_capacity(groups * c);
-        let dys = dx.as_slice().expect("standard layout");
-        for (g, (dys, xhs)) in dys.chunks_exact(group_len).zip(x_hat.chunks_exact(group_len)).enumerate() {
-            let sums = channel_pair_sums(dys, xhs, c, p);
-            for (ch, &[sum_dy, sum_dy_xhat]) in sums.iter().enumerate() {
+        for g in 0..groups {
+            for ch in 0..c {
+                let (sum_dy, sum_dy_xhat) = (sums[(g * c + ch) * 2], sums[(g * c + ch) * 2 + 1]);
                 if self.requires_grad {
                     self.dbias[ch] += sum_dy as f32;
                     self.dweight[ch] += sum_dy_xhat as f32;
@@ -184,7 +222,7 @@ impl BatchNorm {
         }
         let dxs = dx.as_slice_mut().expect("standard layout");
         dxs.par_chunks_mut(c * p).zip(x_hat.par_chunks(c * p)).enumerate().for_each(|(img, (dxs, xhs))| {
-            let coef = &coef[img / per_group * c..][..c];
+            let coef = &coef[img / per_block % groups * c..][..c];
             for (ch, &[scale, mean_dy, mean_dy_xhat]) in coef.iter().enumerate() {
                 for (d, &xh) in dxs[ch * p..(ch + 1) * p].iter_mut().zip(&xhs[ch * p..(ch + 1) * p]) {
                     *d = scale * (*d - mean_dy - xh * mean_dy_xhat);
@@ -215,24 +253,30 @@ fn per_channel_block<T: Send>(c: usize, p: usize, f: impl Fn(usize, usize) -> Ve
     (0..c.div_ceil(block)).into_par_iter().flat_map_iter(|b| f(b * block, ((b + 1) * block).min(c))).collect()
 }
 
-/// Each channel's mean and biased variance over its values, in f64, in the fixed
-/// order n-major then p (two passes, for accuracy when the mean is large against the
-/// spread). A block of channels reads, for each sample, one contiguous run of `x`.
+/// Each channel's sum over its values, in f64, in the fixed order n-major then p. A
+/// block of channels reads, for each sample, one contiguous run of `x`.
 ///
 /// x: [N, C, P] flat
-fn channel_moments(x: &[f32], c: usize, p: usize) -> (Vec<f64>, Vec<f64>) {
+fn channel_sums(x: &[f32], c: usize, p: usize) -> Vec<f64> {
     let n = x.len() / (c * p);
-    let m = (n * p) as f64;
-    let mean = per_channel_block(c, p, |c0, c1| {
+    per_channel_block(c, p, |c0, c1| {
         let mut acc = vec![0f64; c1 - c0];
         for img in 0..n {
             for (a, seg) in acc.iter_mut().zip(x[(img * c + c0) * p..(img * c + c1) * p].chunks_exact(p)) {
                 *a += seg.iter().map(|&v| v as f64).sum::<f64>();
             }
         }
-        acc.into_iter().map(|s| s / m).collect()
-    });
-    let var = per_channel_block(c, p, |c0, c1| {
+        acc
+    })
+}
+
+/// Each channel's sum of squared differences from `mean[channel]`, in the same order:
+/// the second of two passes (for accuracy when the mean is large against the spread).
+///
+/// x: [N, C, P] flat, mean: `[C]`
+fn channel_squares(x: &[f32], mean: &[f64], c: usize, p: usize) -> Vec<f64> {
+    let n = x.len() / (c * p);
+    per_channel_block(c, p, |c0, c1| {
         let mut acc = vec![0f64; c1 - c0];
         for img in 0..n {
             let run = x[(img * c + c0) * p..(img * c + c1) * p].chunks_exact(p);
@@ -240,9 +284,8 @@ fn channel_moments(x: &[f32], c: usize, p: usize) -> (Vec<f64>, Vec<f64>) {
                 *a += seg.iter().map(|&v| (v as f64 - mu).powi(2)).sum::<f64>();
             }
         }
-        acc.into_iter().map(|s| s / m).collect()
-    });
-    (mean, var)
+        acc
+    })
 }
 
 /// For each channel, `[sum dy, sum dy*x_hat]` over its values, in the same fixed order.
@@ -287,6 +330,10 @@ impl Layer for BatchNorm {
 
     fn set_groups(&mut self, groups: usize) {
         self.groups = groups;
+    }
+
+    fn set_shards(&mut self, shards: &Shards) {
+        self.shards = shards.clone();
     }
 
     /// Inference form: the running statistics.

@@ -8,11 +8,14 @@
 //! input for a 4x4 kernel at stride 2) never exists: the backward pass unfolds the
 //! cached input again.
 
-use ndarray::{Array1, Array4, ArrayD, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, ArrayViewMut3, s};
+use ndarray::{
+    Array1, Array4, ArrayD, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, ArrayViewMut3, ArrayViewMut4, s,
+};
 use rand::Rng;
 
 use super::export::{conv_attrs, weight_and_bias};
 use super::{Layer, OnnxOp, check_shape, rank};
+use crate::collective::Shards;
 use crate::init;
 use crate::kernels::gemm::{gemm, with_packed_lhs};
 use crate::kernels::im2col::{ConvGeom, from_channel_major, row_sums_into, to_channel_major};
@@ -32,6 +35,9 @@ pub struct Conv2d {
     pub padding: usize,
     /// When false, `backward` returns `dx` but leaves `dweight` and `dbias` alone.
     pub requires_grad: bool,
+    /// The batch's shards: the parameter gradients are summed per shard, then over
+    /// the shards (`Shards::accumulate`).
+    pub shards: Shards,
     /// Cache of the latest forward: the input geometry, and
     /// x: [N, C_in, H, W], the input (what `dweight` needs, unfolded again).
     geom: ConvGeom,
@@ -57,6 +63,7 @@ impl Conv2d {
             stride,
             padding,
             requires_grad: true,
+            shards: Shards::single(),
             geom: ConvGeom { c: c_in, h: 0, w: 0, kh: kernel, kw: kernel, stride, padding },
             x: Array4::zeros((0, c_in, 0, 0)),
             cols: Workspace::default(),
@@ -115,6 +122,8 @@ impl Conv2d {
     ///   transpose `cols dy_cm^T`, a chunk of images at a time (`summed_chunk_images`
     ///   keeps the sum's order that of one product)
     /// - `dbias += sum over n, oh, ow of dy`
+    /// - both sums over n made per shard of the batch (one unless the step is
+    ///   sharded), then added over the shards
     /// - `dcols = W2^T dy_cm`, and `dx = col2im(dcols)`, since im2col is linear and
     ///   col2im is its transpose (a few images at a time, `gemm_col2im`).
     ///
@@ -144,15 +153,25 @@ impl Conv2d {
         let dy_cm = &mut self.y_cm;
         to_channel_major(view3(&dy), dy_cm.view_mut());
         if self.requires_grad {
-            // As dweight^T = cols dy_cm^T: matrixmultiply packs a transposed right-hand
-            // operand slowly, and this way the transposed one is the small dy_cm
-            // rather than the large cols (measured: 72 against 56 GFLOP/s per core).
-            let mut dweight_t = flat_mut(&mut self.dweight).reversed_axes();
-            let chunk = summed_chunk_images(&g, self.x.dim().0, self.weight.dim().0);
-            for_each_unfolded(self.x.view(), &g, chunk, &mut self.cols, |positions, cols| {
-                gemm(1.0, cols, dy_cm.view().slice(s![.., positions]).t(), 1.0, dweight_t.view_mut());
+            let (shape, x, shards, cols, p) = (self.weight.dim(), &self.x, &self.shards, &mut self.cols, g.p_out());
+            let dweight = self.dweight.as_slice_mut().expect("contiguous");
+            let dbias = self.dbias.as_slice_mut().expect("contiguous");
+            shards.accumulate(&mut [dweight, dbias], |shard, grads| {
+                let images = shards.rows(shard, x.dim().0);
+                let first = images.start * p;
+                let dy_cm = dy_cm.view().slice_move(s![.., first..images.end * p]);
+                let dweight = ArrayViewMut4::from_shape(shape, &mut *grads[0]).expect("dweight's shape");
+                // As dweight^T = cols dy_cm^T: matrixmultiply packs a transposed
+                // right-hand operand slowly, and this way the transposed one is the small
+                // dy_cm rather than the large cols (measured: 72 against 56 GFLOP/s per
+                // core).
+                let mut dweight_t = into_flat_mut(dweight).reversed_axes();
+                let chunk = summed_chunk_images(&g, images.len(), shape.0);
+                for_each_unfolded(x.slice(s![images, .., .., ..]), &g, chunk, cols, |positions, cols| {
+                    gemm(1.0, cols, dy_cm.slice(s![.., positions]).t(), 1.0, dweight_t.view_mut());
+                });
+                row_sums_into(dy_cm, grads[1]);
             });
-            row_sums_into(dy_cm.view(), &mut self.dbias);
         }
     }
 }
@@ -176,6 +195,10 @@ impl Layer for Conv2d {
         self.requires_grad = on;
     }
 
+    fn set_shards(&mut self, shards: &Shards) {
+        self.shards = shards.clone();
+    }
+
     fn onnx(&self) -> Option<OnnxOp> {
         let constants = weight_and_bias(self.weight.view().into_dyn(), self.bias.view().into_dyn());
         let attrs = conv_attrs(self.weight.dim().2, self.stride, self.padding);
@@ -190,9 +213,15 @@ pub(crate) fn flat(w: &Array4<f32>) -> ArrayView2<'_, f32> {
 }
 
 /// A weight gradient `[A, B, KH, KW]` seen mutably as `[A, B*KH*KW]`.
+#[cfg(test)]
 pub(crate) fn flat_mut(w: &mut Array4<f32>) -> ArrayViewMut2<'_, f32> {
+    into_flat_mut(w.view_mut())
+}
+
+/// A weight view `[A, B, KH, KW]` as `[A, B*KH*KW]`.
+pub(crate) fn into_flat_mut(w: ArrayViewMut4<'_, f32>) -> ArrayViewMut2<'_, f32> {
     let (a, b, kh, kw) = w.dim();
-    w.view_mut().into_shape_with_order((a, b * kh * kw)).expect("weight is contiguous")
+    w.into_shape_with_order((a, b * kh * kw)).expect("weight is contiguous")
 }
 
 /// `[N, C, H, W]` seen as `[N, C, H*W]`.

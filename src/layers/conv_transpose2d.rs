@@ -10,12 +10,13 @@
 //! input-gradient path, and its backward pass is Conv2d's forward path (the
 //! unfolding of `dy` made, and used by both products, a chunk of images at a time).
 
-use ndarray::{Array1, Array4, ArrayD, ArrayView4, s};
+use ndarray::{Array1, Array4, ArrayD, ArrayView4, ArrayViewMut2, ArrayViewMut4, s};
 use rand::Rng;
 
-use super::conv2d::{as3, flat, flat_mut, view3};
+use super::conv2d::{as3, flat, into_flat_mut, view3};
 use super::export::{conv_attrs, weight_and_bias};
 use super::{Layer, OnnxOp, check_shape, rank};
+use crate::collective::Shards;
 use crate::init;
 use crate::kernels::gemm::{gemm, with_packed_lhs};
 use crate::kernels::im2col::{ConvGeom, channel_sums_into, from_channel_major, to_channel_major};
@@ -35,6 +36,9 @@ pub struct ConvTranspose2d {
     pub padding: usize,
     /// When false, `backward` returns `dx` but leaves `dweight` and `dbias` alone.
     pub requires_grad: bool,
+    /// The batch's shards: the parameter gradients are summed per shard, then over
+    /// the shards (`Shards::accumulate`).
+    pub shards: Shards,
     /// Cache of the latest forward: the geometry of the adjoint convolution (whose
     /// input is our output), the batch size, and x_cm: [C_in, N*H*W], the input in
     /// channel-major order (what `dweight` needs).
@@ -62,6 +66,7 @@ impl ConvTranspose2d {
             stride,
             padding,
             requires_grad: true,
+            shards: Shards::single(),
             geom: ConvGeom { c: c_out, h: 0, w: 0, kh: kernel, kw: kernel, stride, padding },
             n: 0,
             x_cm: Workspace::default(),
@@ -118,6 +123,8 @@ impl ConvTranspose2d {
     /// - `dweight += x_cm dcols^T`       ([C_in, N*H*W] x [N*H*W, C_out*KH*KW]), computed
     ///   as its transpose `dcols x_cm^T`
     /// - `dbias += sum over n, ih, iw of dy`
+    /// - both sums over n made per shard of the batch (one unless the step is
+    ///   sharded), then added over the shards
     ///
     /// dy: [N, C_out, H_out, W_out] -> dx: [N, C_in, H, W]
     pub fn backward(&mut self, dy: Array4<f32>) -> Array4<f32> {
@@ -125,23 +132,39 @@ impl ConvTranspose2d {
         check_shape("ConvTranspose2d", "dy", &[Some(self.n), Some(g.c), Some(g.h), Some(g.w)], dy.shape());
         let (c_in, positions) = self.x_cm.dim();
         self.dx_cm.resize(c_in, positions);
-        let chunk = if self.requires_grad { summed_chunk_images(&g, self.n, c_in) } else { chunk_images(&g) };
-        let (dcols, dx_cm, x_cm) = (&mut self.cols, &mut self.dx_cm, self.x_cm.view());
-        let mut dweight_t = flat_mut(&mut self.dweight).reversed_axes();
+        let (dcols, dx_cm, x_cm, shards, p) =
+            (&mut self.cols, &mut self.dx_cm, self.x_cm.view(), &self.shards, g.p_out());
+        let shape = self.weight.dim();
         with_packed_lhs(flat(&self.weight), |mul| {
-            for_each_unfolded(dy.view(), &g, chunk, dcols, |columns, dcols| {
-                if self.requires_grad {
-                    // As dweight^T = dcols x_cm^T, so that the operand matrixmultiply
-                    // packs transposed is the small x_cm (see Conv2d::backward_params).
-                    let x_cm = x_cm.slice(s![.., columns.clone()]);
-                    gemm(1.0, dcols, x_cm.t(), 1.0, dweight_t.view_mut());
-                }
-                mul(dcols, dx_cm.view_mut().slice_mut(s![.., columns]));
-            });
+            // The images `images` of dy, unfolded a chunk at a time into both products:
+            // dx_cm's columns, and (when given) the transposed weight gradient.
+            let mut unfold =
+                |images: std::ops::Range<usize>, chunk: usize, mut dweight_t: Option<ArrayViewMut2<f32>>| {
+                    let first = images.start * p;
+                    for_each_unfolded(dy.slice(s![images, .., .., ..]), &g, chunk, dcols, |columns, dcols| {
+                        let columns = first + columns.start..first + columns.end;
+                        if let Some(dweight_t) = &mut dweight_t {
+                            // As dweight^T = dcols x_cm^T, so that the operand matrixmultiply
+                            // packs transposed is the small x_cm (see Conv2d::backward_params).
+                            gemm(1.0, dcols, x_cm.slice(s![.., columns.clone()]).t(), 1.0, dweight_t.view_mut());
+                        }
+                        mul(dcols, dx_cm.view_mut().slice_mut(s![.., columns]));
+                    });
+                };
+            if self.requires_grad {
+                let dweight = self.dweight.as_slice_mut().expect("contiguous");
+                let dbias = self.dbias.as_slice_mut().expect("contiguous");
+                shards.accumulate(&mut [dweight, dbias], |shard, grads| {
+                    let images = shards.rows(shard, self.n);
+                    let dweight = ArrayViewMut4::from_shape(shape, &mut *grads[0]).expect("dweight's shape");
+                    let chunk = summed_chunk_images(&g, images.len(), c_in);
+                    unfold(images.clone(), chunk, Some(into_flat_mut(dweight).reversed_axes()));
+                    channel_sums_into(view3(&dy).slice_move(s![images, .., ..]), grads[1]);
+                });
+            } else {
+                unfold(0..self.n, chunk_images(&g), None);
+            }
         });
-        if self.requires_grad {
-            channel_sums_into(view3(&dy), &mut self.dbias);
-        }
         let mut dx = Array4::zeros((self.n, self.c_in(), g.h_out(), g.w_out()));
         from_channel_major(self.dx_cm.view(), None, as3(&mut dx));
         dx
@@ -161,6 +184,10 @@ impl Layer for ConvTranspose2d {
 
     fn set_requires_grad(&mut self, on: bool) {
         self.requires_grad = on;
+    }
+
+    fn set_shards(&mut self, shards: &Shards) {
+        self.shards = shards.clone();
     }
 
     fn onnx(&self) -> Option<OnnxOp> {

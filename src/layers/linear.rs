@@ -1,10 +1,11 @@
 //! Fully connected layer, PyTorch's `nn.Linear`: `y = x W^T + b`.
 
-use ndarray::{Array1, Array2, ArrayD, Axis};
+use ndarray::{Array1, Array2, ArrayD, ArrayViewMut2, Axis, s};
 use rand::Rng;
 
 use super::export::weight_and_bias;
 use super::{Layer, OnnxAttr, OnnxOp, check_shape, rank};
+use crate::collective::Shards;
 use crate::init;
 use crate::kernels::gemm::gemm;
 
@@ -21,6 +22,9 @@ pub struct Linear {
     /// When false, `backward` returns `dx` but leaves `dweight` and `dbias` alone
     /// (a frozen network that gradients only pass through).
     pub requires_grad: bool,
+    /// The batch's shards: the parameter gradients are summed per shard, then over
+    /// the shards (`Shards::accumulate`).
+    pub shards: Shards,
     /// Cache of the latest forward. x: [N, F_in]
     x: Array2<f32>,
 }
@@ -36,6 +40,7 @@ impl Linear {
             dweight: Array2::zeros((f_out, f_in)),
             dbias: Array1::zeros(f_out),
             requires_grad: true,
+            shards: Shards::single(),
             x: Array2::zeros((0, f_in)),
         }
     }
@@ -64,15 +69,26 @@ impl Linear {
     /// - `dweight += dy^T x`          ([F_out, N] x [N, F_in])
     /// - `dbias += sum over n of dy`
     ///
+    /// Both sums over n are made per shard of the batch (one shard unless the step
+    /// is sharded), then added over the shards.
+    ///
     /// dy: [N, F_out] -> dx: [N, F_in]
     pub fn backward(&mut self, dy: Array2<f32>) -> Array2<f32> {
         check_shape("Linear", "dy", &[Some(self.x.nrows()), Some(self.f_out())], dy.shape());
         if self.requires_grad {
-            gemm(1.0, dy.t(), self.x.view(), 1.0, self.dweight.view_mut());
-            // Rows are summed in order, so the result does not depend on threads.
-            for row in dy.axis_iter(Axis(0)) {
-                self.dbias += &row;
-            }
+            let (shape, x, shards) = (self.weight.dim(), &self.x, &self.shards);
+            let dweight = self.dweight.as_slice_mut().expect("contiguous");
+            let dbias = self.dbias.as_slice_mut().expect("contiguous");
+            shards.accumulate(&mut [dweight, dbias], |shard, grads| {
+                let rows = shards.rows(shard, x.nrows());
+                let (dy, x) = (dy.slice(s![rows.clone(), ..]), x.slice(s![rows, ..]));
+                let dweight = ArrayViewMut2::from_shape(shape, &mut *grads[0]).expect("dweight is [F_out, F_in]");
+                gemm(1.0, dy.t(), x, 1.0, dweight);
+                // Rows are summed in order, so the result does not depend on threads.
+                for row in dy.axis_iter(Axis(0)) {
+                    grads[1].iter_mut().zip(row).for_each(|(b, &d)| *b += d);
+                }
+            });
         }
         let mut dx = Array2::zeros((dy.nrows(), self.f_in()));
         gemm(1.0, dy.view(), self.weight.view(), 0.0, dx.view_mut());
@@ -93,6 +109,10 @@ impl Layer for Linear {
 
     fn set_requires_grad(&mut self, on: bool) {
         self.requires_grad = on;
+    }
+
+    fn set_shards(&mut self, shards: &Shards) {
+        self.shards = shards.clone();
     }
 
     fn onnx(&self) -> Option<OnnxOp> {

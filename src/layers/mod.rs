@@ -145,6 +145,11 @@ pub trait Layer: LayerClone {
     /// How many independent batches the input stacks along N (see `BatchNorm::groups`).
     fn set_groups(&mut self, _groups: usize) {}
 
+    /// How the batch is split into shards whose sums are added in a fixed order, here
+    /// and on the other ranks of a job (see `collective`). A layer that sums over the
+    /// batch (weight gradients, batch statistics) keeps it; the others ignore it.
+    fn set_shards(&mut self, _shards: &crate::collective::Shards) {}
+
     /// The layer as an ONNX operator, for the export of a trained network; `None` for
     /// a layer that has no export.
     fn onnx(&self) -> Option<OnnxOp> {

@@ -30,6 +30,17 @@ pub struct LatentBatch {
     pub cont: Array2<f32>,
 }
 
+impl LatentBatch {
+    /// The vectors at `rows`, in that order.
+    pub fn rows(&self, rows: &[usize]) -> LatentBatch {
+        LatentBatch {
+            z: self.z.select(ndarray::Axis(0), rows),
+            cat: self.cat.iter().map(|code| rows.iter().map(|&r| code[r]).collect()).collect(),
+            cont: self.cont.select(ndarray::Axis(0), rows),
+        }
+    }
+}
+
 /// Largest latent layouts: far beyond any sensible model, they keep the networks'
 /// sizes within what a computer has, so that a mistyped flag or an edited checkpoint
 /// is an error, not an allocation failure.

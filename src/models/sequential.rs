@@ -113,6 +113,11 @@ impl Sequential {
         self.layers.iter_mut().for_each(|(_, l)| l.set_groups(groups));
     }
 
+    /// How the batch is split into shards (see `collective`), for every layer.
+    pub fn set_shards(&mut self, shards: &crate::collective::Shards) {
+        self.layers.iter_mut().for_each(|(_, l)| l.set_shards(shards));
+    }
+
     /// Training mode (batch statistics) or evaluation mode (running statistics).
     pub fn set_training(&mut self, on: bool) {
         self.layers.iter_mut().for_each(|(_, l)| l.set_training(on));

@@ -90,7 +90,9 @@ pub fn load(path: &Path) -> Result<Trainer> {
     let opt_d = Adam::new(config.lr_d, config.beta1, config.beta2);
     let augment = crate::layers::DiffAugment::new(config.diffaug);
     let step = parse_u64("step")?;
-    let mut trainer = Trainer { config, generator, discriminator, opt_g, opt_d, rng, augment, step };
+    let shards = crate::collective::Shards::single();
+    let mut trainer = Trainer { config, generator, discriminator, opt_g, opt_d, rng, augment, step, shards };
+    trainer.set_comm(None);
     let g_shapes = shapes(trainer.generator.net.params());
     let d_shapes = shapes(trainer.discriminator.params());
     let [(_, g_names), (_, d_names)] = optimized_names(&trainer.generator, &trainer.discriminator);

@@ -40,8 +40,19 @@ pub struct TrainConfig {
     pub beta1: f32,
     pub beta2: f32,
     pub batch_size: usize,
+    /// Equal shards of each batch, whose sums (gradients, batch statistics, losses)
+    /// are made one per shard and added in one fixed tree (`collective`): any number
+    /// of ranks that gets a power of two of them each trains the same bits. 1 in
+    /// checkpoints written before this setting existed, and the default of a single
+    /// process; an MPI job defaults to one per rank.
+    #[serde(default = "one_shard")]
+    pub shards: usize,
     pub epochs: usize,
     pub seed: u64,
+}
+
+fn one_shard() -> usize {
+    1
 }
 
 /// How Q scores a continuous code: a Gaussian whose standard deviation is either
@@ -153,6 +164,7 @@ impl TrainConfig {
             beta1: 0.5,
             beta2: 0.999,
             batch_size,
+            shards: 1,
             epochs: default_epochs(dataset.train_images(), batch_size),
             seed: DEFAULT_SEED,
         };
@@ -210,6 +222,19 @@ impl TrainConfig {
 
     /// Checks every value: the one gate of configurations given as flags and of those
     /// read from a checkpoint. The message names the flag that sets the value.
+    /// Whether `ranks` processes can share this run's shards: each gets the same
+    /// power of two of them.
+    pub fn check_shards(&self, ranks: usize) -> Result<()> {
+        if self.shards.is_multiple_of(ranks) && (self.shards / ranks).is_power_of_two() {
+            return Ok(());
+        }
+        Err(Error::Invalid(format!(
+            "{ranks} ranks cannot share --shards {}: each rank needs the same power of two of the shards (1, 2, 4, \
+             ...). Pass --shards {ranks} (or a power-of-two multiple of it)",
+            self.shards
+        )))
+    }
+
     pub fn validate(&self) -> Result<()> {
         let bad = |msg: String| Err(Error::Invalid(msg));
         let positive = |v: f32| v.is_finite() && v > 0.0;
@@ -237,6 +262,15 @@ impl TrainConfig {
             return bad(format!(
                 "--mode-seeking pairs the images of a batch: --batch-size {} must be even",
                 self.batch_size
+            ));
+        }
+        let pairs = if self.mode_seeking > 0.0 { 2 } else { 1 };
+        if self.shards == 0 || !self.batch_size.is_multiple_of(self.shards * pairs) {
+            return bad(format!(
+                "--shards {} must divide --batch-size {}{} into equal shards",
+                self.shards,
+                self.batch_size,
+                if pairs == 2 { " (with --mode-seeking, into shards of whole pairs: batch / shards even)" } else { "" }
             ));
         }
         for (flag, l) in

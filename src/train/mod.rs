@@ -21,12 +21,13 @@ pub mod run_dir;
 
 pub use config::{ContStd, DEFAULT_BATCH_SIZE, DEFAULT_SEED, DEFAULT_STEPS, Recipe, TrainConfig, default_epochs};
 
-use ndarray::{Array2, Array4, Axis, s};
+use ndarray::{Array2, Array4, ArrayView2, Axis, s};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
+use crate::collective::Shards;
 use crate::layers::DiffAugment;
-use crate::loss::{bce_with_logits, cross_entropy, gaussian_nll, mode_seeking};
+use crate::loss::{bce_with_logits_part, cross_entropy_part, gaussian_nll_part, mode_seeking_sharded};
 use crate::models::{self, Discriminator, Generator, LatentBatch, ModelKind};
 use crate::optim::Adam;
 
@@ -64,6 +65,10 @@ pub struct Trainer {
     pub augment: DiffAugment,
     /// Optimizer steps done so far.
     pub step: u64,
+    /// How each step's batch is split into shards, on this process and across the
+    /// ranks of a job (`collective`): `config.shards` on this process alone unless
+    /// `set_comm` spreads them.
+    pub shards: Shards,
 }
 
 impl Trainer {
@@ -79,16 +84,49 @@ impl Trainer {
         let opt_g = Adam::new(config.lr_g, config.beta1, config.beta2);
         let opt_d = Adam::new(config.lr_d, config.beta1, config.beta2);
         let augment = DiffAugment::new(config.diffaug);
-        Trainer { config, generator, discriminator, opt_g, opt_d, rng, augment, step: 0 }
+        let shards = Shards::new(config.shards, None);
+        Trainer { config, generator, discriminator, opt_g, opt_d, rng, augment, step: 0, shards }
     }
 
-    /// One update of D (with its Q head), then one of G, on a batch of real images.
+    /// Spreads the step's shards over the ranks of `comm` (or keeps them here with
+    /// `None`): `train_step` then takes this rank's part of each batch.
+    pub fn set_comm(&mut self, comm: Option<std::sync::Arc<dyn crate::collective::Comm>>) {
+        self.shards = Shards::new(self.config.shards, comm);
+    }
+
+    /// Gives every layer `shards`. The layers see the step's shards only within
+    /// `train_step`: whatever else runs the networks (evaluation, pictures, on rank 0
+    /// alone) sums over its own batch.
+    fn layers_see(&mut self, shards: &Shards) {
+        self.generator.net.set_shards(shards);
+        self.discriminator.parts_mut().into_iter().for_each(|(_, part)| part.set_shards(shards));
+    }
+
+    /// One update of D (with its Q head), then one of G, on a batch of real images:
+    /// the whole batch, or on a rank of a job this rank's rows of it
+    /// (`local_rows(&trainer.shards, batch_size, false)`).
+    ///
+    /// Every random draw (latent vectors, augmentations) is made for the whole batch,
+    /// so every rank draws the same numbers and keeps its own rows. Each shard's part
+    /// of the batch stays together: D's stacked batch is, per local shard, its real
+    /// then its generated images, batch norm's two groups within each.
     ///
     /// real: [N, C, H, W] in [-1, 1]
     pub fn train_step(&mut self, real: Array4<f32>) -> StepStats {
-        let n = real.dim().0;
+        let shards = self.shards.clone();
+        self.layers_see(&shards);
+        let stats = self.step_on_shards(real, &shards);
+        self.layers_see(&Shards::single());
+        stats
+    }
+
+    fn step_on_shards(&mut self, real: Array4<f32>, shards: &Shards) -> StepStats {
+        let (n, _, height, width) = real.dim();
+        let batch = n * shards.ranks();
         let seeking = self.config.mode_seeking > 0.0;
-        let latent = self.draw_latent(n);
+        let real_rows = local_rows(shards, batch, false);
+        let g_rows = local_rows(shards, batch, seeking);
+        let latent = self.draw_latent(batch).rows(&g_rows);
         let fake = self.generator.forward(latent.z.clone());
         let info_gan = self.config.model == ModelKind::InfoGan;
         let d = &mut self.discriminator;
@@ -100,25 +138,36 @@ impl Trainer {
         d.zero_grad();
         d.set_requires_grad(true);
         d.trunk.set_groups(2);
-        let both = ndarray::concatenate(Axis(0), &[real.view(), fake.view()]).expect("same image shape");
+        let both = stack_groups(shards, &[real.view(), fake.view()]);
         let augmented = !self.config.diffaug.is_none();
-        // DiffAugment: every image its own draw; D only ever sees augmented images.
-        let both = if augmented { self.augment.forward(both, &mut self.rng) } else { both };
+        // DiffAugment: every image its own draw, the whole real batch's then the whole
+        // generated batch's; D only ever sees augmented images.
+        let both = if augmented {
+            let params = self.augment.sample(2 * batch, height, width, &mut self.rng);
+            let own = |s: usize| {
+                let rows = shards.rows(s, n);
+                let real = real_rows[rows.clone()].iter().map(|&r| params[r]);
+                real.chain(g_rows[rows].iter().map(|&r| params[batch + r])).collect::<Vec<_>>()
+            };
+            self.augment.forward_with(both, (0..shards.local()).flat_map(own).collect())
+        } else {
+            both
+        };
         let h = d.features(both);
         d.trunk.set_groups(1);
         let logits = d.d_logits(h.clone());
-        let (real_logits, fake_logits) = logits.view().split_at(Axis(0), n);
-        let (loss_real, dlogits_real) = bce_with_logits(real_logits, Array2::ones(real_logits.raw_dim()).view());
-        let (loss_fake, dlogits_fake) = bce_with_logits(fake_logits, Array2::zeros(fake_logits.raw_dim()).view());
-        let (d_real, d_fake) = (mean_probability(real_logits), mean_probability(fake_logits));
-        let q = d.q_outputs(h.slice(s![n.., ..]).to_owned());
-        let info = info_loss(&self.config, self.step, &q, &latent);
-        let dlogits = ndarray::concatenate(Axis(0), &[dlogits_real.view(), dlogits_fake.view()]).expect("same width");
+        let (real_logits, fake_logits) = (take_group(shards, logits.view(), 0), take_group(shards, logits.view(), 1));
+        let (loss_real, dlogits_real) = bce_with_logits_part(real_logits.view(), ones(&real_logits).view(), batch);
+        let (loss_fake, dlogits_fake) =
+            bce_with_logits_part(fake_logits.view(), Array2::zeros(fake_logits.raw_dim()).view(), batch);
+        let q = d.q_outputs(take_group(shards, h.view(), 1));
+        let info = info_loss_part(&self.config, self.step, &q, &latent, batch);
+        let dlogits = stack_groups(shards, &[dlogits_real.view(), dlogits_fake.view()]);
         let mut dh = d.d_head.backward(dlogits.into_dyn());
         let dh_q = d.q_head.backward(info.dq.into_dyn());
         if info_gan {
-            let mut dh_fake = dh.slice_mut(s![n.., ..]);
-            dh_fake += &dh_q;
+            let dh_q = dh_q.into_dimensionality().expect("Q head's input is [N, F]");
+            add_to_group(shards, &mut dh, &dh_q, 1);
         }
         d.trunk.backward_params(dh);
         self.opt_d.update(d.params().into_iter().map(|p| p.param).collect());
@@ -127,7 +176,7 @@ impl Trainer {
         // latent batch) through the updated D, whose parameters are frozen: gradients
         // only pass through to G.
         let (latent, fake) = if self.config.fresh_g_latent {
-            let fresh = self.draw_latent(n);
+            let fresh = self.draw_latent(batch).rows(&g_rows);
             let images = self.generator.forward(fresh.z.clone());
             (fresh, images)
         } else {
@@ -139,17 +188,22 @@ impl Trainer {
         // The mode-seeking term acts on the images themselves, before any augmentation.
         let dseek = seeking.then(|| {
             let noise = latent.z.slice(s![.., ..self.config.arch.latent.noise]);
-            let (_, d) = mode_seeking(fake.view(), noise);
+            let (_, d) = mode_seeking_sharded(fake.view(), noise, shards);
             d * self.config.mode_seeking
         });
-        let fake = if augmented { self.augment.forward(fake, &mut self.rng) } else { fake };
+        let fake = if augmented {
+            let params = self.augment.sample(batch, height, width, &mut self.rng);
+            self.augment.forward_with(fake, g_rows.iter().map(|&r| params[r]).collect())
+        } else {
+            fake
+        };
         let h = d.features(fake);
         let logits = d.d_logits(h.clone());
-        let (g_loss, dlogits) = bce_with_logits(logits.view(), Array2::ones(logits.raw_dim()).view());
+        let (g_loss, dlogits) = bce_with_logits_part(logits.view(), ones(&logits).view(), batch);
         let mut dh = d.d_head.backward(dlogits.into_dyn());
         if info_gan {
             let q = d.q_outputs(h);
-            let info_g = info_loss(&self.config, self.step, &q, &latent);
+            let info_g = info_loss_part(&self.config, self.step, &q, &latent, batch);
             dh += &d.q_head.backward(info_g.dq.into_dyn());
         }
         let dfake = d.trunk.backward(dh).into_dimensionality().expect("trunk input is [N, C, H, W]");
@@ -162,15 +216,81 @@ impl Trainer {
         self.opt_g.update(self.generator.net.params().into_iter().map(|p| p.param).collect());
 
         self.step += 1;
+        // The losses' sums over the batch, added over the ranks (in the ranks' order:
+        // these figures are reported, they change no weight).
+        let probability_sum = |l: &Array2<f32>| l.iter().map(|&z| crate::layers::activation::sigmoid(z) as f64).sum();
+        let mut sums = vec![loss_real, loss_fake, g_loss, probability_sum(&real_logits), probability_sum(&fake_logits)];
+        sums.extend(&info.sums);
+        if let Some(c) = shards.comm() {
+            c.sum_f64(&mut sums);
+        }
+        let mean = |sum: f64| (sum / batch.max(1) as f64) as f32;
+        let info = InfoLoss::from_sums(&self.config, self.step - 1, &sums[5..], batch);
         StepStats {
-            d_loss: (loss_real + loss_fake) as f64,
-            g_loss: g_loss as f64,
+            d_loss: (mean(sums[0]) + mean(sums[1])) as f64,
+            g_loss: mean(sums[2]) as f64,
             info_loss: info.loss,
-            d_real,
-            d_fake,
+            d_real: sums[3] / batch.max(1) as f64,
+            d_fake: sums[4] / batch.max(1) as f64,
             code_losses: info.code_losses,
         }
     }
+}
+
+/// The rows of a global batch of `n` that the local shards of `shards` hold, in their
+/// local order. Shard `t` of `S` holds rows `t n/S .. (t+1) n/S`; with `paired` (the
+/// mode-seeking pairs `i` and `i + n/2`) it holds its part of each half instead,
+/// `t n/2S ..` and `n/2 + t n/2S ..`, so that every pair is in one shard. On a single
+/// shard: every row in order.
+pub fn local_rows(shards: &Shards, n: usize, paired: bool) -> Vec<usize> {
+    let total = shards.total();
+    let first = shards.rank() * shards.local();
+    let (per, half) = (n / total, n / (2 * total));
+    (first..first + shards.local())
+        .flat_map(|t| {
+            if paired {
+                (t * half..(t + 1) * half).chain(n / 2 + t * half..n / 2 + (t + 1) * half).collect::<Vec<_>>()
+            } else {
+                (t * per..(t + 1) * per).collect()
+            }
+        })
+        .collect()
+}
+
+/// The batches `parts` (each `[N, ...]`, the same shape) stacked along N shard by
+/// shard: for each local shard, its rows of every part in turn. On a single shard,
+/// the parts one after the other.
+fn stack_groups<D: ndarray::Dimension + ndarray::RemoveAxis>(
+    shards: &Shards,
+    parts: &[ndarray::ArrayView<f32, D>],
+) -> ndarray::Array<f32, D> {
+    let n = parts[0].shape()[0];
+    let pieces: Vec<_> = (0..shards.local())
+        .flat_map(|s| parts.iter().map(move |p| p.slice_axis(Axis(0), shards.rows(s, n).into())))
+        .collect();
+    ndarray::concatenate(Axis(0), &pieces).expect("parts of one shape")
+}
+
+/// Part `g` of two stacked by `stack_groups`. x: [2N, F] -> [N, F]
+fn take_group(shards: &Shards, x: ArrayView2<f32>, g: usize) -> Array2<f32> {
+    let per = x.nrows() / (2 * shards.local());
+    let pieces: Vec<_> =
+        (0..shards.local()).map(|s| x.slice(s![(2 * s + g) * per..(2 * s + g + 1) * per, ..])).collect();
+    ndarray::concatenate(Axis(0), &pieces).expect("rows of one width")
+}
+
+/// Adds `dpart: [N, F]` into part `g` of `dx: [2N, F]`, two parts stacked by
+/// `stack_groups`.
+fn add_to_group(shards: &Shards, dx: &mut ndarray::ArrayD<f32>, dpart: &Array2<f32>, g: usize) {
+    let per = dpart.nrows() / shards.local();
+    for s in 0..shards.local() {
+        let mut rows = dx.slice_mut(s![(2 * s + g) * per..(2 * s + g + 1) * per, ..]);
+        rows += &dpart.slice(s![s * per..(s + 1) * per, ..]);
+    }
+}
+
+fn ones(like: &Array2<f32>) -> Array2<f32> {
+    Array2::ones(like.raw_dim())
 }
 
 impl Trainer {
@@ -191,10 +311,6 @@ pub fn epoch_rng(seed: u64, epoch: usize) -> Xoshiro256PlusPlus {
     Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(epoch as u64 + 1))
 }
 
-fn mean_probability(logits: ndarray::ArrayView2<f32>) -> f64 {
-    logits.iter().map(|&z| crate::layers::activation::sigmoid(z) as f64).sum::<f64>() / logits.len().max(1) as f64
-}
-
 /// The information loss of Q's outputs for the codes in `latent`, and its gradient.
 pub struct InfoLoss {
     /// `lambda_cat * sum of CE + lambda_cont * NLL`
@@ -206,21 +322,42 @@ pub struct InfoLoss {
     pub code_losses: Vec<f64>,
 }
 
+/// The information loss of some rows of a batch: its gradient, and the sums over
+/// those rows from which `InfoLoss::from_sums` makes the losses once they are added
+/// over every shard.
+pub struct InfoPart {
+    /// dq: [rows, Q], the gradient of the whole batch's loss
+    pub dq: Array2<f32>,
+    /// The CE sum of each categorical code; then, with continuous codes, the NLL sum
+    /// over all of them and that of each.
+    pub sums: Vec<f64>,
+}
+
 /// Splits Q's outputs `q: [N, Q]` into each categorical code's logits, the continuous
 /// codes' means and log standard deviations, and scores them against the sampled
 /// codes: cross-entropy for categorical codes (weighted as at optimizer step `step`),
 /// the Gaussian NLL for continuous ones.
 pub fn info_loss(config: &TrainConfig, step: u64, q: &Array2<f32>, latent: &LatentBatch) -> InfoLoss {
+    let part = info_loss_part(config, step, q, latent, q.nrows());
+    InfoLoss { dq: part.dq, ..InfoLoss::from_sums(config, step, &part.sums, q.nrows()) }
+}
+
+/// `info_loss` of the rows `q: [rows, Q]` of a batch of `batch` rows in all.
+pub fn info_loss_part(
+    config: &TrainConfig,
+    step: u64,
+    q: &Array2<f32>,
+    latent: &LatentBatch,
+    batch: usize,
+) -> InfoPart {
     let spec = &config.arch.latent;
     let lambda_cat = config.lambda_cat_at(step);
     let mut dq = Array2::zeros(q.raw_dim());
-    let mut loss = 0f64;
-    let mut code_losses = Vec::new();
+    let mut sums = Vec::new();
     let mut col = 0;
     for (k, &values) in spec.categorical.iter().enumerate() {
-        let (ce, dlogits) = cross_entropy(q.slice(s![.., col..col + values]), &latent.cat[k]);
-        loss += lambda_cat as f64 * ce as f64;
-        code_losses.push(ce as f64);
+        let (ce, dlogits) = cross_entropy_part(q.slice(s![.., col..col + values]), &latent.cat[k], batch);
+        sums.push(ce);
         dq.slice_mut(s![.., col..col + values]).assign(&(dlogits * lambda_cat));
         col += values;
     }
@@ -230,19 +367,43 @@ pub fn info_loss(config: &TrainConfig, step: u64, q: &Array2<f32>, latent: &Late
         // With the std fixed at 1 the log-std is 0, a constant instead of Q's outputs.
         let unit_std: Option<Array2<f32>> = (config.cont_std == ContStd::Fixed).then(|| Array2::zeros(mean.raw_dim()));
         let logstd = unit_std.as_ref().map_or_else(|| q.slice(s![.., col + c..col + 2 * c]), |z| z.view());
-        let (nll, dmean, dlogstd) = gaussian_nll(latent.cont.view(), mean, logstd);
-        loss += config.lambda_cont as f64 * nll as f64;
+        let (nll, dmean, dlogstd) = gaussian_nll_part(latent.cont.view(), mean, logstd, batch * c);
+        sums.push(nll);
         dq.slice_mut(s![.., col..col + c]).assign(&(dmean * config.lambda_cont));
         if config.cont_std == ContStd::Learned {
             dq.slice_mut(s![.., col + c..col + 2 * c]).assign(&(dlogstd * config.lambda_cont));
         }
         for j in 0..c {
-            let pick = |a: ndarray::ArrayView2<f32>| a.slice(s![.., j..j + 1]).to_owned();
-            let (nll_j, _, _) = gaussian_nll(pick(latent.cont.view()).view(), pick(mean).view(), pick(logstd).view());
-            code_losses.push(nll_j as f64);
+            let pick = |a: ArrayView2<f32>| a.slice(s![.., j..j + 1]).to_owned();
+            let (nll_j, _, _) =
+                gaussian_nll_part(pick(latent.cont.view()).view(), pick(mean).view(), pick(logstd).view(), batch);
+            sums.push(nll_j);
         }
     }
-    InfoLoss { loss, dq, code_losses }
+    InfoPart { dq, sums }
+}
+
+impl InfoLoss {
+    /// The losses of a batch of `batch` rows from the sums of `InfoPart::sums` over
+    /// all of it (`dq` left empty).
+    pub fn from_sums(config: &TrainConfig, step: u64, sums: &[f64], batch: usize) -> InfoLoss {
+        let spec = &config.arch.latent;
+        let lambda_cat = config.lambda_cat_at(step);
+        let cats = spec.categorical.len();
+        let mean = |sum: f64, count: usize| (sum / count.max(1) as f64) as f32;
+        let mut loss = 0f64;
+        let mut code_losses = Vec::new();
+        for &ce in &sums[..cats] {
+            let ce = mean(ce, batch);
+            loss += lambda_cat as f64 * ce as f64;
+            code_losses.push(ce as f64);
+        }
+        if spec.continuous > 0 {
+            loss += config.lambda_cont as f64 * mean(sums[cats], batch * spec.continuous) as f64;
+            code_losses.extend(sums[cats + 1..].iter().map(|&s| mean(s, batch) as f64));
+        }
+        InfoLoss { loss, dq: Array2::zeros((0, 0)), code_losses }
+    }
 }
 
 #[cfg(test)]

@@ -100,10 +100,18 @@ pub fn run(
 ) -> Result<Outcome> {
     let plan = Plan::new(trainer, train_set.len(), options)?;
     let per_epoch = plan.steps_per_epoch;
-    let stop_asked = || options.stop.is_some_and(|s| s.load(Ordering::SeqCst));
+    // On a job every rank stops after the same step: when any rank was asked to.
+    let stop_asked = |trainer: &Trainer| trainer.shards.any(options.stop.is_some_and(|s| s.load(Ordering::SeqCst)));
     if trainer.step >= plan.total_steps {
         return Ok(Outcome::Done);
     }
+    // The ranks of a job start together, once rank 0 has made its preparations.
+    let wait_for_rank_zero = |trainer: &Trainer, what: &str| {
+        if let Some(c) = trainer.shards.comm() {
+            c.barrier(what, crate::collective::RANK_ZERO_PATIENCE);
+        }
+    };
+    wait_for_rank_zero(trainer, "the start (rank 0 loads the data and the scorer)");
     let seed = trainer.config.seed;
     let mut shuffler = Shuffler::new(train_set.len(), trainer.config.batch_size);
     let mut epoch = (trainer.step / per_epoch) as usize;
@@ -115,7 +123,10 @@ pub fn run(
     }
     loop {
         let batch = (trainer.step % per_epoch) as usize;
-        let real = train_set.batch(shuffler.batch(batch));
+        // This process's rows of the batch (all of them without a job).
+        let rows = shuffler.batch(batch);
+        let local = super::local_rows(&trainer.shards, rows.len(), false);
+        let real = train_set.batch(&local.iter().map(|&r| rows[r]).collect::<Vec<_>>());
         let started = Instant::now();
         let stats = trainer.train_step(real);
         let seconds = started.elapsed().as_secs_f64();
@@ -127,20 +138,21 @@ pub fn run(
             )));
         }
         let epoch_done = trainer.step.is_multiple_of(per_epoch);
-        let stop = trainer.step >= plan.total_steps || stop_asked();
+        let stopped = stop_asked(trainer);
+        let stop = trainer.step >= plan.total_steps || stopped;
         let end =
             StepEnd { epoch: epoch + 1, step: trainer.step, stats: &stats, seconds, ends_epoch: epoch_done || stop };
         observer.step_end(trainer, &end)?;
         if epoch_done || stop {
             observer.epoch_end(trainer, epoch + 1)?;
+            wait_for_rank_zero(trainer, "an epoch end (rank 0 evaluates and writes the checkpoint)");
         }
         if stop {
-            break;
+            return Ok(if stopped { Outcome::Stopped } else { Outcome::Done });
         }
         if epoch_done {
             epoch += 1;
             shuffler.shuffle(&mut epoch_rng(seed, epoch));
         }
     }
-    Ok(if stop_asked() { Outcome::Stopped } else { Outcome::Done })
 }
