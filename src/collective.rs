@@ -154,6 +154,11 @@ impl Shards {
         s * n / b..(s + 1) * n / b
     }
 
+    /// Images (rows) per shard of a local batch of `n`.
+    pub fn shard_images(&self, n: usize) -> usize {
+        n / self.local()
+    }
+
     /// Adds the local shards' partials (`leaves[s]` of shard `s`, all of one length)
     /// and then those of every rank, into `leaves[0]`, which it returns.
     pub fn sum_f32(&self, mut leaves: Vec<Vec<f32>>) -> Vec<f32> {

@@ -87,23 +87,28 @@ pub fn summed_chunk_images(g: &im2col::ConvGeom, n: usize, other: usize) -> usiz
 }
 
 /// The images `0..n` in consecutive chunks of `chunk` (the last may be shorter).
-fn image_chunks(n: usize, chunk: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
-    let chunk = chunk.max(1);
-    (0..n).step_by(chunk).map(move |start| start..(start + chunk).min(n))
+fn image_chunks(n: usize, chunk: usize, shard: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let (chunk, shard) = (chunk.max(1), shard.clamp(1, n.max(1)));
+    (0..n).step_by(shard).flat_map(move |first| {
+        let end = (first + shard).min(n);
+        (first..end).step_by(chunk).map(move |start| start..(start + chunk).min(end))
+    })
 }
 
 /// The batch `x: [N, C, H, W]` unfolded `chunk` images at a time: for each chunk,
 /// `cols` becomes its column matrix `[C*KH*KW, chunk*P_out]` (`im2col`), and `f` gets
-/// the chunk's columns in the whole batch's `[.., N*P_out]` and the matrix.
+/// the chunk's columns in the whole batch's `[.., N*P_out]` and the matrix. No chunk
+/// crosses a multiple of `shard` images, so a shard's chunks, and every product made
+/// of them, are those of a batch holding that shard alone (`collective`).
 pub fn for_each_unfolded(
     x: ndarray::ArrayView4<f32>,
     g: &im2col::ConvGeom,
-    chunk: usize,
+    (chunk, shard): (usize, usize),
     cols: &mut Workspace,
     mut f: impl FnMut(std::ops::Range<usize>, ArrayView2<f32>),
 ) {
     let p_out = g.p_out();
-    for images in image_chunks(x.dim().0, chunk) {
+    for images in image_chunks(x.dim().0, chunk, shard) {
         let positions = images.start * p_out..images.end * p_out;
         cols.resize(g.rows(), images.len() * p_out);
         im2col::im2col(x.slice(ndarray::s![images, .., .., ..]), g, cols.view_mut());
@@ -112,7 +117,8 @@ pub fn for_each_unfolded(
 }
 
 /// `x = col2im(a b) + bias`, computed a few images at a time so that the product never
-/// exists for the whole batch.
+/// exists for the whole batch; no chunk crosses a multiple of `shard` images (see
+/// `for_each_unfolded`).
 ///
 /// a: [C*KH*KW, K], b: [K, N*P_out], x: [N, C, H, W] with `g` describing `x` (as for
 /// `col2im`); `cols` is the scratch for one chunk. The chunk size depends only on the
@@ -124,8 +130,9 @@ pub fn gemm_col2im(
     bias: Option<&[f32]>,
     cols: &mut Workspace,
     x: ndarray::ArrayViewMut4<f32>,
+    shard: usize,
 ) {
-    gemm_col2im_chunked(a, b, g, bias, cols, x, chunk_images(g));
+    gemm_col2im_chunked(a, b, g, bias, cols, x, (chunk_images(g), shard));
 }
 
 /// `gemm_col2im` with `chunk` images at a time (at least 1).
@@ -136,14 +143,14 @@ fn gemm_col2im_chunked(
     bias: Option<&[f32]>,
     cols: &mut Workspace,
     mut x: ndarray::ArrayViewMut4<f32>,
-    chunk: usize,
+    (chunk, shard): (usize, usize),
 ) {
     let n = x.dim().0;
     let p_out = g.p_out();
     assert_eq!(b.ncols(), n * p_out, "gemm_col2im: b has {} columns for {n} images of {p_out} positions", b.ncols());
     // `a` is the same for every chunk: packed once.
     gemm::with_packed_lhs(a, |mul| {
-        for images in image_chunks(n, chunk) {
+        for images in image_chunks(n, chunk, shard) {
             cols.resize(g.rows(), images.len() * p_out);
             mul(b.slice(ndarray::s![.., images.start * p_out..images.end * p_out]), cols.view_mut());
             im2col::col2im(cols.view(), g, bias, x.slice_mut(ndarray::s![images, .., .., ..]));
@@ -156,6 +163,15 @@ mod tests {
     use super::*;
     use crate::testutil::{assert_close, random_array};
     use ndarray::{Array2, Array4};
+
+    /// Chunks cover the batch in order and never cross a shard's end.
+    #[test]
+    fn chunks_stay_within_shards() {
+        let chunks: Vec<_> = image_chunks(12, 5, 6).collect();
+        assert_eq!(chunks, [0..5, 5..6, 6..11, 11..12]);
+        assert_eq!(image_chunks(7, 3, 7).collect::<Vec<_>>(), [0..3, 3..6, 6..7]);
+        assert_eq!(image_chunks(0, 3, 0).count(), 0);
+    }
 
     /// Weight-gradient chunks end on KC blocks, or the batch is one chunk.
     #[test]
@@ -188,7 +204,16 @@ mod tests {
         im2col::col2im(cols.view(), &g, Some(&bias), expected.view_mut());
         for chunk in [1, 2, 3, 5, 8] {
             let mut x = Array4::from_elem((n, g.c, g.h, g.w), f32::NAN);
-            gemm_col2im_chunked(a.view(), b.view(), &g, Some(&bias), &mut Workspace::default(), x.view_mut(), chunk);
+            let whole = x.dim().0;
+            gemm_col2im_chunked(
+                a.view(),
+                b.view(),
+                &g,
+                Some(&bias),
+                &mut Workspace::default(),
+                x.view_mut(),
+                (chunk, whole),
+            );
             assert_close(&x, &expected, 1e-6, 1e-6, &format!("gemm_col2im in chunks of {chunk}"));
         }
     }

@@ -107,9 +107,15 @@ impl Conv2d {
         // W2 packed once for all the chunks. The product of each column of `cols` is
         // the same whatever the chunk, so the bits are those of one GEMM.
         with_packed_lhs(flat(&self.weight), |mul| {
-            for_each_unfolded(x.view(), &g, chunk_images(&g), cols, |positions, cols| {
-                mul(cols, y_cm.view_mut().slice_mut(s![.., positions]));
-            });
+            for_each_unfolded(
+                x.view(),
+                &g,
+                (chunk_images(&g), self.shards.shard_images(n)),
+                cols,
+                |positions, cols| {
+                    mul(cols, y_cm.view_mut().slice_mut(s![.., positions]));
+                },
+            );
         });
         let mut y = Array4::zeros((n, self.c_out(), g.h_out(), g.w_out()));
         from_channel_major(self.y_cm.view(), self.bias.as_slice(), as3(&mut y));
@@ -132,7 +138,8 @@ impl Conv2d {
         self.backward_params(dy);
         let g = self.geom;
         let mut dx = Array4::zeros((self.x.dim().0, g.c, g.h, g.w));
-        gemm_col2im(flat(&self.weight).t(), self.y_cm.view(), &g, None, &mut self.cols, dx.view_mut());
+        let shard = self.shards.shard_images(self.x.dim().0);
+        gemm_col2im(flat(&self.weight).t(), self.y_cm.view(), &g, None, &mut self.cols, dx.view_mut(), shard);
         dx
     }
 }
@@ -167,7 +174,8 @@ impl Conv2d {
                 // core).
                 let mut dweight_t = into_flat_mut(dweight).reversed_axes();
                 let chunk = summed_chunk_images(&g, images.len(), shape.0);
-                for_each_unfolded(x.slice(s![images, .., .., ..]), &g, chunk, cols, |positions, cols| {
+                let whole = images.len();
+                for_each_unfolded(x.slice(s![images, .., .., ..]), &g, (chunk, whole), cols, |positions, cols| {
                     gemm(1.0, cols, dy_cm.slice(s![.., positions]).t(), 1.0, dweight_t.view_mut());
                 });
                 row_sums_into(dy_cm, grads[1]);

@@ -110,7 +110,8 @@ impl ConvTranspose2d {
         self.x_cm.resize(c_in, n * h * w);
         to_channel_major(view3(&x), self.x_cm.view_mut());
         let mut y = Array4::zeros((n, g.c, g.h, g.w));
-        gemm_col2im(flat(&self.weight).t(), self.x_cm.view(), &g, self.bias.as_slice(), &mut self.cols, y.view_mut());
+        let (bias, shard) = (self.bias.as_slice(), self.shards.shard_images(n));
+        gemm_col2im(flat(&self.weight).t(), self.x_cm.view(), &g, bias, &mut self.cols, y.view_mut(), shard);
         (self.geom, self.n) = (g, n);
         y
     }
@@ -141,7 +142,8 @@ impl ConvTranspose2d {
             let mut unfold =
                 |images: std::ops::Range<usize>, chunk: usize, mut dweight_t: Option<ArrayViewMut2<f32>>| {
                     let first = images.start * p;
-                    for_each_unfolded(dy.slice(s![images, .., .., ..]), &g, chunk, dcols, |columns, dcols| {
+                    let whole = images.len();
+                    for_each_unfolded(dy.slice(s![images, .., .., ..]), &g, (chunk, whole), dcols, |columns, dcols| {
                         let columns = first + columns.start..first + columns.end;
                         if let Some(dweight_t) = &mut dweight_t {
                             // As dweight^T = dcols x_cm^T, so that the operand matrixmultiply
@@ -162,7 +164,9 @@ impl ConvTranspose2d {
                     channel_sums_into(view3(&dy).slice_move(s![images, .., ..]), grads[1]);
                 });
             } else {
-                unfold(0..self.n, chunk_images(&g), None);
+                for shard in 0..shards.local() {
+                    unfold(shards.rows(shard, self.n), chunk_images(&g), None);
+                }
             }
         });
         let mut dx = Array4::zeros((self.n, self.c_in(), g.h_out(), g.w_out()));

@@ -58,8 +58,14 @@ impl Linear {
         check_shape("Linear", "input", &[None, Some(self.f_in())], x.shape());
         let mut y = self.bias.broadcast((x.nrows(), self.f_out())).expect("bias broadcast").to_owned();
         // As y^T = W x^T: matrixmultiply packs a transposed right-hand operand slowly,
-        // and this way the transposed one is the small x rather than the large W.
-        gemm(1.0, self.weight.view(), x.t(), 1.0, y.view_mut().reversed_axes());
+        // and this way the transposed one is the small x rather than the large W. One
+        // product per shard, so that a shard's rows get the bits they get in a batch
+        // of their own (how a product is cut can depend on its size).
+        for shard in 0..self.shards.local() {
+            let rows = self.shards.rows(shard, x.nrows());
+            let y = y.slice_mut(s![rows.clone(), ..]).reversed_axes();
+            gemm(1.0, self.weight.view(), x.slice(s![rows, ..]).t(), 1.0, y);
+        }
         self.x = x;
         y
     }
@@ -69,7 +75,7 @@ impl Linear {
     /// - `dweight += dy^T x`          ([F_out, N] x [N, F_in])
     /// - `dbias += sum over n of dy`
     ///
-    /// Both sums over n are made per shard of the batch (one shard unless the step
+    /// Both sums over n are made per shard of the batch, and `dx` a shard at a time (one shard unless the step
     /// is sharded), then added over the shards.
     ///
     /// dy: [N, F_out] -> dx: [N, F_in]
@@ -91,7 +97,10 @@ impl Linear {
             });
         }
         let mut dx = Array2::zeros((dy.nrows(), self.f_in()));
-        gemm(1.0, dy.view(), self.weight.view(), 0.0, dx.view_mut());
+        for shard in 0..self.shards.local() {
+            let rows = self.shards.rows(shard, dy.nrows());
+            gemm(1.0, dy.slice(s![rows.clone(), ..]), self.weight.view(), 0.0, dx.slice_mut(s![rows, ..]));
+        }
         dx
     }
 }
