@@ -77,9 +77,10 @@ pub trait Comm: Send + Sync {
     /// Whether `flag` is true on any rank.
     fn any(&self, flag: bool) -> bool;
 
-    /// Waits for every rank, for at most `patience` (a longer wait is a dead or hung
-    /// rank: the process reports it and exits). `what` names the wait in that report.
-    fn barrier(&self, what: &str, patience: Duration);
+    /// Waits for every rank, after work that rank 0 does alone (`what`, named in the
+    /// report of a rank that waits too long): the other ranks wait up to
+    /// `RANK_ZERO_PATIENCE` for it, rank 0 as long as in a step for them.
+    fn wait_for_rank_zero(&self, what: &str);
 
     /// Time spent in the collectives so far, and how many there were.
     fn time_spent(&self) -> (Duration, u64);

@@ -52,7 +52,14 @@ const WARMUP: usize = 3;
 /// (`gemm_gflops_at_median`), the machine's FMA peak on the instruction set in use
 /// (`fma_peak_gflops`, measured by an FMA loop on every thread just before the
 /// steps) and the step's share of it (`fraction_of_peak`).
+///
+/// Under `mpirun` the ranks share each step (one shard each, `--batch-size` the
+/// global batch), rank 0 prints the line, and it adds the ranks and the time rank 0
+/// spent in collectives per step (`allreduce_ms_per_step`: the sums over the ranks,
+/// including any wait for a slower rank).
 pub fn run(args: BenchArgs) -> Result<()> {
+    let comm = crate::collective::connect(crate::collective::RANK_ZERO_PATIENCE)?;
+    let (rank, ranks) = comm.as_ref().map_or((0, 1), |c| (c.rank(), c.size()));
     let threads = set_threads(args.threads)?;
     super::flags::in_range("steps", args.steps, 1..=100_000)?;
     let mut flags = args.flags.clone();
@@ -60,12 +67,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
     // training defaults add to it, unless asked for.
     flags.diffaug.get_or_insert_with(|| "none".into());
     flags.mode_seeking.get_or_insert(0.0);
-    let config = super::flags::config(&flags, args.dataset, args.model, Some(args.batch_size), None)?;
+    let mut config = super::flags::config(&flags, args.dataset, args.model, Some(args.batch_size), None)?;
+    config.shards = ranks;
+    config.validate()?;
     let (c, h, w) = config.arch.dataset.image_shape();
     let n = config.batch_size;
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
-    let real = Array4::from_shape_simple_fn((n, c, h, w), || rng.random_range(-1.0f32..1.0));
+    let real = Array4::from_shape_simple_fn((n / ranks, c, h, w), || rng.random_range(-1.0f32..1.0));
     let mut trainer = Trainer::new(config.clone());
+    trainer.set_comm(comm.clone());
     crate::train::memory::check_fits(
         crate::train::memory::training_bytes(&mut trainer),
         &format!("a step at batch {}", config.batch_size),
@@ -74,6 +84,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
         trainer.train_step(real.clone());
     }
     let peak = fma_peak_gflops(isa(), 200);
+    let spent = || comm.as_ref().map_or((0.0, 0), |c| (c.time_spent().0.as_secs_f64(), c.time_spent().1));
+    if let Some(c) = &comm {
+        c.wait_for_rank_zero("the bench's start");
+    }
+    let spent_before = spent();
     let mut times = Vec::with_capacity(args.steps);
     let macs_before = macs_done();
     profile::enable(args.profile);
@@ -86,6 +101,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let phases_after = profile::totals();
     profile::enable(false);
+    let spent_after = spent();
+    let allreduce_ms = (spent_after.0 - spent_before.0) * 1e3 / args.steps as f64;
+    let collectives = (spent_after.1 - spent_before.1) as f64 / args.steps as f64;
+    if rank > 0 {
+        return Ok(());
+    }
     // Other threads of this process do no GEMMs, so the counter holds only the steps'.
     let gflop_per_step = 2.0 * (macs_done() - macs_before) as f64 / args.steps as f64 / 1e9;
     let total: f64 = times.iter().sum();
@@ -99,6 +120,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "model": config.model.name(),
         "batch_size": n,
         "threads": threads,
+        "ranks": ranks,
         "isa": isa().name(),
         "steps": args.steps,
         "images_per_s": round(n as f64 / median, 1),
@@ -110,6 +132,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "fma_peak_gflops": peak.map(|p| round(p, 1)),
         "fraction_of_peak": peak.map(|p| round(gflops / p, 3)),
     });
+    if ranks > 1 {
+        // Each rank's GEMMs are counted on its own: the step's work is `ranks` times it.
+        line["gemm_gflop_per_step"] = serde_json::json!(round(gflop_per_step * ranks as f64, 2));
+        line["gemm_gflops_at_median"] = serde_json::json!(round(gflops * ranks as f64, 1));
+        line["fraction_of_peak"] = serde_json::json!(peak.map(|p| round(gflops * ranks as f64 / p, 3)));
+        line["allreduce_ms_per_step"] = serde_json::json!(round(allreduce_ms, 2));
+        line["collectives_per_step"] = serde_json::json!(round(collectives, 1));
+        let params: usize = trainer.generator.net.params().iter().map(|p| p.param.value.len()).sum::<usize>()
+            + trainer.discriminator.params().iter().map(|p| p.param.value.len()).sum::<usize>();
+        line["parameter_bytes"] = serde_json::json!(params * 4);
+    }
     if args.profile {
         let per_step: Vec<(&str, f64)> = Phase::ALL
             .iter()

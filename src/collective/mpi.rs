@@ -204,7 +204,8 @@ impl Comm for MpiComm {
         all.iter().any(|&f| f != 0)
     }
 
-    fn barrier(&self, what: &str, patience: Duration) {
+    fn wait_for_rank_zero(&self, what: &str) {
+        let patience = if self.rank == 0 { step_patience() } else { super::RANK_ZERO_PATIENCE };
         self.collective(what, patience, |w| w.barrier());
     }
 

@@ -243,6 +243,7 @@ mod tests {
     use super::*;
     use crate::kernels::im2col::im2col;
     use crate::kernels::microkernel::{Isa, isa};
+    use crate::layers::conv2d::flat_mut;
     use crate::testutil::{assert_close, random_array};
     use ndarray::Array2;
     use rand::SeedableRng;

@@ -108,7 +108,7 @@ pub fn run(
     // The ranks of a job start together, once rank 0 has made its preparations.
     let wait_for_rank_zero = |trainer: &Trainer, what: &str| {
         if let Some(c) = trainer.shards.comm() {
-            c.barrier(what, crate::collective::RANK_ZERO_PATIENCE);
+            c.wait_for_rank_zero(what);
         }
     };
     wait_for_rank_zero(trainer, "the start (rank 0 loads the data and the scorer)");
