@@ -161,24 +161,32 @@ impl Shards {
     }
 
     /// Adds the local shards' partials (`leaves[s]` of shard `s`, all of one length)
-    /// and then those of every rank, into `leaves[0]`, which it returns.
-    pub fn sum_f32(&self, mut leaves: Vec<Vec<f32>>) -> Vec<f32> {
-        assert_eq!(leaves.len(), self.local(), "Shards::sum_f32: one partial per local shard");
-        tree_sum(&mut leaves);
-        let mut total = leaves.swap_remove(0);
-        if let Some(c) = &self.comm {
-            c.sum_f32(&mut total);
-        }
-        total
+    /// and then those of every rank.
+    pub fn sum_f32(&self, leaves: Vec<Vec<f32>>) -> Vec<f32> {
+        self.sum(leaves, |c, total| c.sum_f32(total))
     }
 
     /// `sum_f32` for f64 partials.
-    pub fn sum_f64(&self, mut leaves: Vec<Vec<f64>>) -> Vec<f64> {
-        assert_eq!(leaves.len(), self.local(), "Shards::sum_f64: one partial per local shard");
+    pub fn sum_f64(&self, leaves: Vec<Vec<f64>>) -> Vec<f64> {
+        self.sum(leaves, |c, total| c.sum_f64(total))
+    }
+
+    fn sum<T: Copy + std::ops::AddAssign>(
+        &self,
+        mut leaves: Vec<Vec<T>>,
+        across: impl Fn(&dyn Comm, &mut [T]),
+    ) -> Vec<T> {
+        assert_eq!(
+            leaves.len(),
+            self.local(),
+            "Shards::sum: {} partials for {} local shards",
+            leaves.len(),
+            self.local()
+        );
         tree_sum(&mut leaves);
         let mut total = leaves.swap_remove(0);
         if let Some(c) = &self.comm {
-            c.sum_f64(&mut total);
+            across(c.as_ref(), &mut total);
         }
         total
     }
