@@ -20,7 +20,8 @@ MPI_HINT := apt-get install libopenmpi-dev openmpi-bin libclang-dev pkg-config
 RANKS ?=
 # Open MPI passes SIGTERM (and Ctrl-C) on to the ranks only after this many seconds,
 # and kills them as long after: time to finish the step and write the checkpoint.
-MPIRUN ?= mpirun -np $(RANKS) --mca odls_base_sigkill_timeout 60
+# As root, Open MPI also wants to be told that this is meant.
+MPIRUN ?= mpirun -np $(RANKS) --mca odls_base_sigkill_timeout 60 $(if $(filter 0,$(shell id -u)),--allow-run-as-root)
 FEATURES := $(if $(RANKS),--features mpi)
 LAUNCH := $(if $(RANKS),$(MPIRUN))
 

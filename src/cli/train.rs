@@ -259,7 +259,12 @@ fn fresh(args: &TrainArgs, rank: usize, ranks: usize) -> Result<(Trainer, PathBu
         config.epochs = e;
     }
     config.shards = args.shards.unwrap_or(ranks);
-    config.validate()?;
+    config.validate().map_err(|e| match (args.shards, e) {
+        (None, Error::Invalid(msg)) if ranks > 1 => {
+            Error::Invalid(format!("{msg} (one shard for each of the {ranks} ranks)"))
+        }
+        (_, e) => e,
+    })?;
     config.check_shards(ranks)?;
     let out = args.out.clone().unwrap_or_else(|| default_out(dataset, model));
     if rank == 0 {
