@@ -140,7 +140,9 @@ fn im2col_table(x: &[f32], n: usize, g: &ConvGeom, cols: &mut [f32]) {
 /// With `bias`, each plane starts from `bias[c]` instead of 0 (ConvTranspose2d's bias).
 ///
 /// cols: [C*KH*KW, N*P_out], x: [N, C, H, W], bias: `[C]`. Parallel over the `N*C` image
-/// planes; each plane sums its contributions in the fixed order `(i, j, q)`.
+/// planes; each plane sums its contributions in the fixed order `(i, j, q)`. At kernel
+/// 4, stride 2, padding 1 with the models' widths, `col2im_k4s2` (the same sums as a
+/// gather); otherwise `col2im_table`, the general path.
 pub fn col2im(cols: ArrayView2<f32>, g: &ConvGeom, bias: Option<&[f32]>, mut x: ArrayViewMut4<f32>) {
     let _time = crate::profile::scope(crate::profile::Phase::Im2col);
     let n = x.dim().0;
@@ -152,10 +154,31 @@ pub fn col2im(cols: ArrayView2<f32>, g: &ConvGeom, bias: Option<&[f32]>, mut x: 
     }
     let cols = cols.as_standard_layout();
     let cols = cols.as_slice().expect("standard layout");
+    let x = x.as_slice_mut().expect("col2im: output must be contiguous");
+    let fast = kernel_four(g, |wo| {
+        match wo {
+            2 => col2im_k4s2::<2>(cols, n, g, bias, x),
+            4 => col2im_k4s2::<4>(cols, n, g, bias, x),
+            7 => col2im_k4s2::<7>(cols, n, g, bias, x),
+            8 => col2im_k4s2::<8>(cols, n, g, bias, x),
+            14 => col2im_k4s2::<14>(cols, n, g, bias, x),
+            16 => col2im_k4s2::<16>(cols, n, g, bias, x),
+            _ => return false,
+        }
+        true
+    });
+    if !fast {
+        col2im_table(cols, n, g, bias, x);
+    }
+}
+
+/// `col2im` for any geometry, on flat `cols` and `x`: every plane scatters its
+/// contributions through the gather table, offset after offset.
+fn col2im_table(cols: &[f32], n: usize, g: &ConvGeom, bias: Option<&[f32]>, x: &mut [f32]) {
+    let p_out = g.p_out();
     let table = g.gather_table();
     let kernel = g.kh * g.kw;
     let row_len = n * p_out;
-    let x = x.as_slice_mut().expect("col2im: output must be contiguous");
     x.par_chunks_mut(g.h * g.w).enumerate().for_each(|(plane_idx, plane)| {
         let (img, c) = (plane_idx / g.c, plane_idx % g.c);
         plane.fill(bias.map_or(0.0, |b| b[c]));
@@ -166,6 +189,67 @@ pub fn col2im(cols: ArrayView2<f32>, g: &ConvGeom, bias: Option<&[f32]>, mut x: 
                 if dst != PADDING {
                     plane[dst as usize] += v;
                 }
+            }
+        }
+    });
+}
+
+/// Runs `f(W_out)` when `g` is the models' up- and down-sampling geometry: kernel
+/// 4x4, stride 2, padding 1, on an even plane (so `H = 2*H_out`, `W = 2*W_out`); `f`
+/// returns false for a width without a loop of its own.
+fn kernel_four(g: &ConvGeom, f: impl FnOnce(usize) -> bool) -> bool {
+    (g.kh, g.kw, g.stride, g.padding) == (4, 4, 2, 1)
+        && g.h > 0
+        && g.w > 0
+        && g.h.is_multiple_of(2)
+        && g.w.is_multiple_of(2)
+        && f(g.w_out())
+}
+
+/// `col2im` at kernel 4, stride 2, padding 1, as a gather: pixel `(ih, iw)` is read by
+/// exactly the offsets `i` of the other parity than `ih` (`ih + 1 - i` even), at output
+/// row `oh = (ih + 1 - i) / 2` when that row exists, and likewise for columns. So the
+/// pixel `2v` of a row adds, for each such `i` in order, `cols[(c, i, 1)][oh, v]` then
+/// `cols[(c, i, 3)][oh, v - 1]`, and the pixel `2v + 1` adds `cols[(c, i, 0)][oh, v + 1]`
+/// then `cols[(c, i, 2)][oh, v]`: runs of `WO` consecutive values, a constant width, in
+/// place of one table look-up and one scattered add per element. The terms come in the
+/// order of `col2im_table`'s offsets `(i, j)`, after the same bias, so the sums have the
+/// same bits. Parallel over the `N*C` planes, as there.
+fn col2im_k4s2<const WO: usize>(cols: &[f32], n: usize, g: &ConvGeom, bias: Option<&[f32]>, x: &mut [f32]) {
+    let (ho, p_out) = (g.h_out(), g.p_out());
+    let row_len = n * p_out;
+    x.par_chunks_mut(g.h * g.w).enumerate().for_each(|(plane_idx, plane)| {
+        let (img, c) = (plane_idx / g.c, plane_idx % g.c);
+        let start = bias.map_or(0.0, |b| b[c]);
+        // The run of output row `oh` in row `(c, i, j)` of cols.
+        let run = |i: usize, j: usize, oh: usize| -> &[f32; WO] {
+            cols[(c * 16 + i * 4 + j) * row_len + img * p_out + oh * WO..][..WO].try_into().expect("WO values")
+        };
+        for (ih, out) in plane.chunks_exact_mut(2 * WO).enumerate() {
+            let (mut even, mut odd) = ([start; WO], [start; WO]);
+            // The two offsets of the other parity, in increasing order, and their rows.
+            let first = (ih + 1) % 2;
+            for i in [first, first + 2] {
+                let Some(oh) = (ih + 1).checked_sub(i).map(|t| t / 2).filter(|&oh| oh < ho) else {
+                    continue;
+                };
+                let (r0, r1, r2, r3) = (run(i, 0, oh), run(i, 1, oh), run(i, 2, oh), run(i, 3, oh));
+                for v in 0..WO {
+                    even[v] += r1[v];
+                }
+                for v in 1..WO {
+                    even[v] += r3[v - 1];
+                }
+                for v in 0..WO - 1 {
+                    odd[v] += r0[v + 1];
+                }
+                for v in 0..WO {
+                    odd[v] += r2[v];
+                }
+            }
+            for (pair, (&e, &o)) in out.chunks_exact_mut(2).zip(even.iter().zip(&odd)) {
+                pair[0] = e;
+                pair[1] = o;
             }
         }
     });
@@ -439,6 +523,41 @@ mod tests {
             assert_close(&cols, &im2col_naive(&x, &g), 0.0, 0.0, &format!("im2col {g:?}"));
         }
         assert!(fast >= 10, "only {fast} geometries took the stride-2 loops");
+    }
+
+    /// The gather at kernel 4, stride 2, padding 1 gives the scatter's bits, with and
+    /// without a bias, on every width it has a loop for.
+    #[test]
+    fn kernel_four_col2im_has_the_scatter_bits() {
+        let mut fast = 0;
+        for (seed, &(c, h, w)) in [
+            (2, 4, 4),
+            (3, 8, 8),
+            (1, 14, 14),
+            (2, 16, 16),
+            (2, 28, 28),
+            (3, 32, 32),
+            (2, 8, 16),
+            (1, 6, 4),
+            (2, 10, 10),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let g = ConvGeom { c, h, w, kh: 4, kw: 4, stride: 2, padding: 1 };
+            fast += usize::from(kernel_four(&g, |wo| [2, 4, 7, 8, 14, 16].contains(&wo)));
+            let n = 3;
+            let cols = random_array([g.rows(), n * g.p_out()], 50 + seed as u64);
+            let bias: Vec<f32> = (0..c).map(|k| k as f32 - 0.75).collect();
+            for bias in [None, Some(&bias[..])] {
+                let mut got = Array4::from_elem((n, c, h, w), f32::NAN);
+                col2im(cols.view(), &g, bias, got.view_mut());
+                let mut want = Array4::from_elem((n, c, h, w), f32::NAN);
+                col2im_table(cols.as_slice().unwrap(), n, &g, bias, want.as_slice_mut().unwrap());
+                assert_close(&got, &want, 0.0, 0.0, &format!("col2im {g:?}, bias {}", bias.is_some()));
+            }
+        }
+        assert!(fast >= 7, "only {fast} geometries took the gather");
     }
 
     #[test]
