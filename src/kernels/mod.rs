@@ -116,6 +116,24 @@ pub fn for_each_unfolded(
     }
 }
 
+/// As `for_each_unfolded`, with each chunk unfolded as rows (`im2row`): `rows`
+/// becomes `[chunk*P_out, C*KH*KW]`, and `f` gets the chunk's positions and the matrix.
+pub fn for_each_unfolded_rows(
+    x: ndarray::ArrayView4<f32>,
+    g: &im2col::ConvGeom,
+    (chunk, shard): (usize, usize),
+    rows: &mut Workspace,
+    mut f: impl FnMut(std::ops::Range<usize>, ArrayView2<f32>),
+) {
+    let p_out = g.p_out();
+    for images in image_chunks(x.dim().0, chunk, shard) {
+        let positions = images.start * p_out..images.end * p_out;
+        rows.resize(images.len() * p_out, g.rows());
+        im2col::im2row(x.slice(ndarray::s![images, .., .., ..]), g, rows.view_mut());
+        f(positions, rows.view());
+    }
+}
+
 /// `x = col2im(a b) + bias`, computed a few images at a time so that the product never
 /// exists for the whole batch; no chunk crosses a multiple of `shard` images (see
 /// `for_each_unfolded`).

@@ -19,7 +19,9 @@ use crate::collective::Shards;
 use crate::init;
 use crate::kernels::gemm::{gemm, with_packed_lhs};
 use crate::kernels::im2col::{ConvGeom, from_channel_major, row_sums_into, to_channel_major};
-use crate::kernels::{Workspace, chunk_images, for_each_unfolded, gemm_col2im, summed_chunk_images};
+use crate::kernels::{
+    Workspace, chunk_images, for_each_unfolded, for_each_unfolded_rows, gemm_col2im, summed_chunk_images,
+};
 
 #[derive(Clone)]
 pub struct Conv2d {
@@ -43,7 +45,8 @@ pub struct Conv2d {
     geom: ConvGeom,
     x: Array4<f32>,
     /// Workspaces kept from step to step. cols: the columns of a chunk of images,
-    /// `[C_in*KH*KW, chunk*P_out]` (in backward, of dcols); y_cm: [C_out, N*P_out],
+    /// `[C_in*KH*KW, chunk*P_out]` (in backward, of dcols, and for dweight its rows
+    /// `[chunk*P_out, C_in*KH*KW]`); y_cm: [C_out, N*P_out],
     /// also used for dy.
     cols: Workspace,
     y_cm: Workspace,
@@ -124,8 +127,8 @@ impl Conv2d {
     }
 
     /// From `y_cm = W2 cols + b`, with `dy_cm` the channel-major `dy`:
-    /// - `dweight += dy_cm cols^T`   ([C_out, N*P] x [N*P, C_in*KH*KW]), computed as its
-    ///   transpose `cols dy_cm^T`, a chunk of images at a time (`summed_chunk_images`
+    /// - `dweight += dy_cm cols^T`   ([C_out, N*P] x [N*P, C_in*KH*KW]), with `cols^T`
+    ///   made as rows (`im2row`), a chunk of images at a time (`summed_chunk_images`
     ///   keeps the sum's order that of one product)
     /// - `dbias += sum over n, oh, ow of dy`
     /// - both sums over n made per shard of the batch (one unless the step is
@@ -168,15 +171,13 @@ impl Conv2d {
                 let first = images.start * p;
                 let dy_cm = dy_cm.view().slice_move(s![.., first..images.end * p]);
                 let dweight = ArrayViewMut4::from_shape(shape, &mut *grads[0]).expect("dweight's shape");
-                // As dweight^T = cols dy_cm^T: matrixmultiply packs a transposed
-                // right-hand operand slowly, and this way the transposed one is the small
-                // dy_cm rather than the large cols (measured: 72 against 56 GFLOP/s per
-                // core).
-                let mut dweight_t = into_flat_mut(dweight).reversed_axes();
+                let mut dweight = into_flat_mut(dweight);
                 let chunk = summed_chunk_images(&g, images.len(), shape.0);
                 let whole = images.len();
-                for_each_unfolded(x.slice(s![images, .., .., ..]), &g, (chunk, whole), cols, |positions, cols| {
-                    gemm(1.0, cols, dy_cm.slice(s![.., positions]).t(), 1.0, dweight_t.view_mut());
+                // With the input unfolded as rows (cols^T), both operands of this sum
+                // along positions pack as plain copies (see `im2row`).
+                for_each_unfolded_rows(x.slice(s![images, .., .., ..]), &g, (chunk, whole), cols, |positions, rows| {
+                    gemm(1.0, dy_cm.slice(s![.., positions]), rows, 1.0, dweight.view_mut());
                 });
                 row_sums_into(dy_cm, grads[1]);
             });
