@@ -70,15 +70,25 @@ mod x86 {
             let store_mask = lane_mask(lanes);
             let valid = lines.saturating_sub(g).min(8);
             for p in (0..full).step_by(8) {
-                let mut r = [_mm256_setzero_ps(); 8];
-                for (i, r) in r.iter_mut().enumerate().take(valid) {
-                    // SAFETY: line g+i < lines, and p+8 <= len.
-                    *r = unsafe { _mm256_loadu_ps(src.add((g + i) * stride + p)) };
-                }
-                let t = transpose8(r);
+                let t = if valid == 8 {
+                    // SAFETY: lines g..g+8 < lines, and p+8 <= len.
+                    transpose8(std::array::from_fn(|i| unsafe { _mm256_loadu_ps(src.add((g + i) * stride + p)) }))
+                } else {
+                    let mut r = [_mm256_setzero_ps(); 8];
+                    for (i, r) in r.iter_mut().enumerate().take(valid) {
+                        // SAFETY: line g+i < lines, and p+8 <= len.
+                        *r = unsafe { _mm256_loadu_ps(src.add((g + i) * stride + p)) };
+                    }
+                    transpose8(r)
+                };
                 for (q, t) in t.iter().enumerate() {
-                    // SAFETY: row p+q < len; lanes g..g+lanes < width.
-                    unsafe { _mm256_maskstore_ps(dst.add((p + q) * width + g), store_mask, *t) };
+                    // SAFETY: row p+q < len; lanes g..g+lanes < width. A full row takes a
+                    // plain store: AMD's Zen cores microcode vmaskmovps stores, which
+                    // made this loop several times slower.
+                    unsafe {
+                        let d = dst.add((p + q) * width + g);
+                        if lanes == 8 { _mm256_storeu_ps(d, *t) } else { _mm256_maskstore_ps(d, store_mask, *t) }
+                    }
                 }
             }
             for p in full..len {

@@ -221,21 +221,34 @@ unsafe fn tile_avx2<const MR: usize, const NV: usize>(
             if cols == 0 {
                 break;
             }
-            // Lane j is stored where j < cols (the sign bit of the mask selects it).
-            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols as i32), lanes);
-            // SAFETY: i < m and the mask selects only columns j < n, which the caller
-            // guarantees are valid and unshared.
+            // SAFETY: i < m and columns 8v..8v+cols are < n, which the caller
+            // guarantees are valid and unshared; a partial vector is masked to them.
             unsafe {
                 let dst = c.add(i * rsc + 8 * v);
                 let t = if alpha == 1.0 { t } else { _mm256_mul_ps(t, alpha_v) };
-                let t = if beta == 0.0 {
-                    t
-                } else if beta == 1.0 {
-                    _mm256_add_ps(_mm256_maskload_ps(dst, mask), t)
+                if cols == 8 {
+                    // A whole vector takes plain loads and stores: AMD's Zen cores
+                    // microcode vmaskmovps, several times slower than vmovups.
+                    let t = if beta == 0.0 {
+                        t
+                    } else if beta == 1.0 {
+                        _mm256_add_ps(_mm256_loadu_ps(dst), t)
+                    } else {
+                        _mm256_fmadd_ps(_mm256_loadu_ps(dst), beta_v, t)
+                    };
+                    _mm256_storeu_ps(dst, t);
                 } else {
-                    _mm256_fmadd_ps(_mm256_maskload_ps(dst, mask), beta_v, t)
-                };
-                _mm256_maskstore_ps(dst, mask, t);
+                    // Lane j is stored where j < cols (the sign bit of the mask selects it).
+                    let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols as i32), lanes);
+                    let t = if beta == 0.0 {
+                        t
+                    } else if beta == 1.0 {
+                        _mm256_add_ps(_mm256_maskload_ps(dst, mask), t)
+                    } else {
+                        _mm256_fmadd_ps(_mm256_maskload_ps(dst, mask), beta_v, t)
+                    };
+                    _mm256_maskstore_ps(dst, mask, t);
+                }
             }
         }
     }
