@@ -104,13 +104,72 @@ impl Drop for Scope {
     }
 }
 
+/// One matrix product's shape and operand layouts, as `infogan bench --profile`
+/// lists them: `C[M, N] = A[M, K] B[K, N]`, with each operand marked transposed (`ta`,
+/// `tb`, `tc`) when its rows are not contiguous, as in `cargo bench --bench gemm`;
+/// `packed` marks the products of one A packed once for several (`with_packed_lhs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Product {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub ta: bool,
+    pub tb: bool,
+    pub tc: bool,
+    pub packed: bool,
+}
+
+impl Product {
+    /// `MxKxN` and its layout flags, e.g. `1024x128x512 ta packed`.
+    pub fn label(&self) -> String {
+        let flags = [(self.ta, " ta"), (self.tb, " tb"), (self.tc, " tc"), (self.packed, " packed")];
+        let flags: String = flags.iter().filter(|(on, _)| *on).map(|(_, f)| *f).collect();
+        format!("{}x{}x{}{flags}", self.m, self.k, self.n)
+    }
+}
+
+/// Calls and nanoseconds per product shape, while profiling is on.
+static PRODUCTS: std::sync::Mutex<std::collections::BTreeMap<Product, (u64, u64)>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Times the rest of the enclosing block as one call of product `p` (on top of its
+/// phase's `scope`). Off, it costs one relaxed atomic load.
+#[must_use = "the timing ends when the guard is dropped"]
+pub fn product(p: impl FnOnce() -> Product) -> ProductScope {
+    ProductScope(ENABLED.load(Ordering::Relaxed).then(|| (p(), Instant::now())))
+}
+
+/// An open product timing; it counts when dropped.
+pub struct ProductScope(Option<(Product, Instant)>);
+
+impl Drop for ProductScope {
+    fn drop(&mut self) {
+        if let Some((p, start)) = self.0 {
+            let nanos = start.elapsed().as_nanos() as u64;
+            let mut table = PRODUCTS.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = table.entry(p).or_default();
+            *entry = (entry.0 + 1, entry.1 + nanos);
+        }
+    }
+}
+
+/// Every product timed so far: its shape, calls and nanoseconds.
+pub fn products() -> Vec<(Product, u64, u64)> {
+    let table = PRODUCTS.lock().unwrap_or_else(|e| e.into_inner());
+    table.iter().map(|(&p, &(calls, nanos))| (p, calls, nanos)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Profiling is one switch for the process: the tests that flip it take turns.
+    static SWITCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     /// Nested scopes count once, for the outermost phase.
     #[test]
     fn nested_scopes_count_once() {
+        let _turn = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
         enable(true);
         let before = totals();
         {
@@ -123,5 +182,23 @@ mod tests {
         let loss = after[5] - before[5];
         assert!(loss >= 2_000_000, "the outer scope counted {loss} ns");
         assert_eq!(DEPTH.with(|d| d.get()), 0, "every scope closed");
+    }
+
+    /// A product's calls and time are counted under its shape while profiling is on.
+    #[test]
+    fn products_count_by_shape() {
+        let p = Product { m: 3, k: 5, n: 7, ta: true, tb: false, tc: false, packed: true };
+        assert_eq!(p.label(), "3x5x7 ta packed");
+        let _turn = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+        enable(true);
+        for _ in 0..2 {
+            let _t = product(|| p);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        enable(false);
+        drop(product(|| p));
+        let (_, calls, nanos) = products().into_iter().find(|(q, _, _)| *q == p).expect("the product was timed");
+        assert_eq!(calls, 2, "only the calls made while profiling count");
+        assert!(nanos >= 2_000_000, "{nanos} ns for two calls of at least 1 ms");
     }
 }

@@ -36,7 +36,8 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t)]
     model: ModelKind,
     /// Also split each step's time into phases (GEMM, im2col/col2im, layout moves, batch norm, activations,
-    /// losses, Adam, other): a table on stderr and "profile_ms" in the JSON line
+    /// losses, Adam, other) and the GEMM time into its products by shape and layout: tables on stderr,
+    /// "profile_ms" and "gemm_products" in the JSON line
     #[arg(long)]
     profile: bool,
     #[command(flatten)]
@@ -157,7 +158,38 @@ pub fn run(args: BenchArgs) -> Result<()> {
             table.insert(name.to_string(), serde_json::json!(round(ms, 2)));
         }
         line["profile_ms"] = serde_json::Value::Object(table);
+        line["gemm_products"] = products_table(args.steps, round);
     }
     println!("{line}");
     Ok(())
+}
+
+/// The products timed while profiling, slowest total first: a table of the largest
+/// on stderr, and for the JSON line each product's calls and milliseconds per step
+/// and its GFLOP/s.
+fn products_table(steps: usize, round: impl Fn(f64, i32) -> f64) -> serde_json::Value {
+    /// Rows of the stderr table; the JSON line has them all.
+    const SHOWN: usize = 15;
+    let mut products = profile::products();
+    products.sort_by_key(|&(_, _, nanos)| std::cmp::Reverse(nanos));
+    let per_step = |v: u64| v as f64 / steps as f64;
+    eprintln!("\nproduct (C[M,N] = A[M,K] B[K,N])      calls/step  ms/step  GFLOP/s");
+    let mut rows = Vec::with_capacity(products.len());
+    for (i, (p, calls, nanos)) in products.iter().enumerate() {
+        let gflops = 2.0 * (p.m * p.k * p.n) as f64 * *calls as f64 / (*nanos).max(1) as f64;
+        if i < SHOWN {
+            eprintln!("{:<38} {:>9.1} {:>8.2} {:>8.1}", p.label(), per_step(*calls), per_step(*nanos) / 1e6, gflops);
+        }
+        rows.push(serde_json::json!({
+            "product": p.label(),
+            "calls_per_step": round(per_step(*calls), 2),
+            "ms_per_step": round(per_step(*nanos) / 1e6, 3),
+            "gflops": round(gflops, 1),
+        }));
+    }
+    if products.len() > SHOWN {
+        let rest: u64 = products[SHOWN..].iter().map(|(_, _, nanos)| nanos).sum();
+        eprintln!("{:<38} {:>9} {:>8.2}", format!("({} more)", products.len() - SHOWN), "", per_step(rest) / 1e6);
+    }
+    serde_json::Value::Array(rows)
 }

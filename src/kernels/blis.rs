@@ -121,6 +121,7 @@ pub(super) fn packed_lhs<K: MicroKernel>(
         f(&|b, c| {
             checked(&a, &b, &c);
             let _time = crate::profile::scope(crate::profile::Phase::Gemm);
+            let _product = crate::profile::product(|| super::gemm::product(&a, &b, &c, true));
             if m == 0 || c.ncols() == 0 {
                 return;
             }

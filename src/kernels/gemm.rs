@@ -34,6 +34,7 @@ use rayon::prelude::*;
 
 use super::blis;
 use super::microkernel::{Isa, isa};
+use crate::profile::Product;
 
 /// Multiply-adds done by `gemm` since the program started, over all threads: what
 /// `infogan bench` divides by time to report the arithmetic rate of a training step.
@@ -77,6 +78,7 @@ pub fn gemm(alpha: f32, a: ArrayView2<f32>, b: ArrayView2<f32>, beta: f32, c: Ar
     check_shapes("gemm", &a, &b, &c);
     let (m, k) = a.dim();
     let n = b.ncols();
+    let _product = crate::profile::product(|| product(&a, &b, &c, false));
     MACS.fetch_add((m * k * n) as u64, Ordering::Relaxed);
     gemm_on(isa(), alpha, a, b, beta, c);
 }
@@ -193,6 +195,7 @@ pub fn with_packed_lhs(a: ArrayView2<f32>, f: impl FnOnce(&dyn Fn(ArrayView2<f32
         _ => f(&|b, c| {
             checked(&a, &b, &c);
             let _time = crate::profile::scope(crate::profile::Phase::Gemm);
+            let _product = crate::profile::product(|| product(&a, &b, &c, true));
             gemm_on(Isa::Portable, 1.0, a, b, 0.0, c);
         }),
     }
@@ -289,6 +292,21 @@ fn sgemm_block(alpha: f32, a: ArrayView2<f32>, b: ArrayView2<f32>, beta: f32, mu
             rsc,
             csc,
         );
+    }
+}
+
+/// The profiler's description of `c = a b`: an operand is transposed when its rows
+/// are not contiguous (a single column counts as contiguous).
+pub(super) fn product(a: &ArrayView2<f32>, b: &ArrayView2<f32>, c: &ArrayViewMut2<f32>, packed: bool) -> Product {
+    let transposed = |dim: (usize, usize), strides: &[isize]| dim.1 > 1 && strides[1] != 1;
+    Product {
+        m: a.nrows(),
+        k: a.ncols(),
+        n: b.ncols(),
+        ta: transposed(a.dim(), a.strides()),
+        tb: transposed(b.dim(), b.strides()),
+        tc: transposed(c.dim(), c.strides()),
+        packed,
     }
 }
 
