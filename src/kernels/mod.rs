@@ -105,15 +105,9 @@ pub fn for_each_unfolded(
     g: &im2col::ConvGeom,
     (chunk, shard): (usize, usize),
     cols: &mut Workspace,
-    mut f: impl FnMut(std::ops::Range<usize>, ArrayView2<f32>),
+    f: impl FnMut(std::ops::Range<usize>, ArrayView2<f32>),
 ) {
-    let p_out = g.p_out();
-    for images in image_chunks(x.dim().0, chunk, shard) {
-        let positions = images.start * p_out..images.end * p_out;
-        cols.resize(g.rows(), images.len() * p_out);
-        im2col::im2col(x.slice(ndarray::s![images, .., .., ..]), g, cols.view_mut());
-        f(positions, cols.view());
-    }
+    unfold_chunks(x, g, (chunk, shard), cols, |positions| (g.rows(), positions), im2col::im2col, f);
 }
 
 /// As `for_each_unfolded`, with each chunk unfolded as rows (`im2row`): `rows`
@@ -123,14 +117,29 @@ pub fn for_each_unfolded_rows(
     g: &im2col::ConvGeom,
     (chunk, shard): (usize, usize),
     rows: &mut Workspace,
+    f: impl FnMut(std::ops::Range<usize>, ArrayView2<f32>),
+) {
+    unfold_chunks(x, g, (chunk, shard), rows, |positions| (positions, g.rows()), im2col::im2row, f);
+}
+
+/// The chunk loop of `for_each_unfolded` and `for_each_unfolded_rows`: `ws` takes
+/// `shape(positions)` for each chunk and `unfold` fills it.
+fn unfold_chunks(
+    x: ndarray::ArrayView4<f32>,
+    g: &im2col::ConvGeom,
+    (chunk, shard): (usize, usize),
+    ws: &mut Workspace,
+    shape: impl Fn(usize) -> (usize, usize),
+    unfold: fn(ndarray::ArrayView4<f32>, &im2col::ConvGeom, ndarray::ArrayViewMut2<f32>),
     mut f: impl FnMut(std::ops::Range<usize>, ArrayView2<f32>),
 ) {
     let p_out = g.p_out();
     for images in image_chunks(x.dim().0, chunk, shard) {
         let positions = images.start * p_out..images.end * p_out;
-        rows.resize(images.len() * p_out, g.rows());
-        im2col::im2row(x.slice(ndarray::s![images, .., .., ..]), g, rows.view_mut());
-        f(positions, rows.view());
+        let (rows, cols) = shape(images.len() * p_out);
+        ws.resize(rows, cols);
+        unfold(x.slice(ndarray::s![images, .., .., ..]), g, ws.view_mut());
+        f(positions, ws.view());
     }
 }
 

@@ -226,27 +226,20 @@ unsafe fn tile_avx2<const MR: usize, const NV: usize>(
             unsafe {
                 let dst = c.add(i * rsc + 8 * v);
                 let t = if alpha == 1.0 { t } else { _mm256_mul_ps(t, alpha_v) };
-                if cols == 8 {
-                    // A whole vector takes plain loads and stores: AMD's Zen cores
-                    // microcode vmaskmovps, several times slower than vmovups.
-                    let t = if beta == 0.0 {
-                        t
-                    } else if beta == 1.0 {
-                        _mm256_add_ps(_mm256_loadu_ps(dst), t)
-                    } else {
-                        _mm256_fmadd_ps(_mm256_loadu_ps(dst), beta_v, t)
-                    };
+                // A whole vector takes plain loads and stores: AMD's Zen cores microcode
+                // vmaskmovps, several times slower than vmovups. Otherwise lane j is
+                // moved where j < cols (the sign bit of the mask selects it).
+                let whole = cols == 8;
+                let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols as i32), lanes);
+                let t = if beta == 0.0 {
+                    t
+                } else {
+                    let old = if whole { _mm256_loadu_ps(dst) } else { _mm256_maskload_ps(dst, mask) };
+                    if beta == 1.0 { _mm256_add_ps(old, t) } else { _mm256_fmadd_ps(old, beta_v, t) }
+                };
+                if whole {
                     _mm256_storeu_ps(dst, t);
                 } else {
-                    // Lane j is stored where j < cols (the sign bit of the mask selects it).
-                    let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols as i32), lanes);
-                    let t = if beta == 0.0 {
-                        t
-                    } else if beta == 1.0 {
-                        _mm256_add_ps(_mm256_maskload_ps(dst, mask), t)
-                    } else {
-                        _mm256_fmadd_ps(_mm256_maskload_ps(dst, mask), beta_v, t)
-                    };
                     _mm256_maskstore_ps(dst, mask, t);
                 }
             }
