@@ -191,6 +191,25 @@ impl Shards {
         total
     }
 
+    /// `sum_f64` without allocating: `leaves` holds the local shards' partials one
+    /// after another, `len` each; their sum over every shard of the job replaces the
+    /// first, which is returned.
+    pub fn sum_f64_in_place<'a>(&self, leaves: &'a mut [f64], len: usize) -> &'a mut [f64] {
+        assert_eq!(
+            leaves.len(),
+            self.local() * len,
+            "Shards::sum_f64_in_place: {} values for {} local shards of {len}",
+            leaves.len(),
+            self.local()
+        );
+        tree_sum_in_place(leaves, len);
+        let total = &mut leaves[..len];
+        if let Some(c) = &self.comm {
+            c.sum_f64(total);
+        }
+        total
+    }
+
     /// Whether `flag` is true on any rank (`flag` itself without a job).
     pub fn any(&self, flag: bool) -> bool {
         self.comm.as_ref().map_or(flag, |c| c.any(flag))
@@ -256,6 +275,22 @@ pub fn tree_sum<T: Copy + std::ops::AddAssign>(parts: &mut Vec<Vec<T>>) {
     }
 }
 
+/// `tree_sum` of the parts of length `len` that `buf` holds one after another, into
+/// the first: the same pairs in the same order, without moving the parts.
+pub fn tree_sum_in_place<T: Copy + std::ops::AddAssign>(buf: &mut [T], len: usize) {
+    let parts = buf.len() / len.max(1);
+    // At the level where the surviving parts are `stride` apart, part `i` (a multiple
+    // of `2 stride`) takes its right neighbour `i + stride`, if there is one.
+    let mut stride = 1;
+    while stride < parts {
+        for i in (0..parts).step_by(2 * stride).filter(|i| i + stride < parts) {
+            let (left, right) = buf.split_at_mut((i + stride) * len);
+            left[i * len..][..len].iter_mut().zip(&right[..len]).for_each(|(x, &y)| *x += y);
+        }
+        stride *= 2;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,6 +339,23 @@ mod tests {
             serial.iter_mut().zip(l).for_each(|(a, &b)| *a += b);
         }
         assert!(tree[0].iter().zip(&serial).any(|(a, b)| a != b));
+    }
+
+    /// The in-place tree adds the same pairs as `tree_sum`, for every number of parts.
+    #[test]
+    fn the_in_place_tree_is_the_tree() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(5);
+        for parts in 1..=13 {
+            let leaves: Vec<Vec<f32>> = (0..parts)
+                .map(|_| (0..7).map(|_| rng.random_range(-1f32..1.0) * 1e3f32.powi(rng.random_range(-2..3))).collect())
+                .collect();
+            let mut tree = leaves.clone();
+            tree_sum(&mut tree);
+            let mut flat: Vec<f32> = leaves.concat();
+            tree_sum_in_place(&mut flat, 7);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&flat[..7]), bits(&tree[0]), "{parts} parts");
+        }
     }
 
     #[test]

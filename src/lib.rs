@@ -16,7 +16,8 @@
 //! - `output`: PNG, grids, GIF, CSV, charts, ONNX, and the run folder's files;
 //! - `cli`: the command line, which nothing else imports.
 //!
-//! (`tensorfile`, `files`, `error`, `init`, `profile`, `testutil` and `collective`, the
+//! (`tensorfile`, `files`, `error`, `init`, `profile`, `testutil`, `buffers` (the
+//! recycled storage of a step's tensors) and `collective`, the
 //! sums over shards of a batch and across the ranks of an MPI job, are utilities used
 //! at every level.)
 //!
@@ -36,6 +37,7 @@
 //!
 //! Images are `[N, C, H, W]` and features `[N, F]`, row-major, as in PyTorch.
 
+pub mod buffers;
 pub mod cli;
 pub mod collective;
 pub mod data;

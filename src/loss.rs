@@ -8,6 +8,7 @@
 
 use ndarray::{Array, Array2, ArrayView, ArrayView2, Dimension, Zip};
 
+use crate::buffers;
 use crate::collective::Shards;
 use crate::layers::activation::sigmoid;
 
@@ -41,7 +42,8 @@ pub fn bce_with_logits_part<D: Dimension>(
         total += z.max(0.0) - z * t as f64 + (-z.abs()).exp().ln_1p();
     });
     let scale = 1.0 / len as f32;
-    let dlogits = Zip::from(&logits).and(&targets).map_collect(|&z, &t| (sigmoid(z) - t) * scale);
+    let mut dlogits = buffers::take(logits.raw_dim());
+    Zip::from(&mut dlogits).and(&logits).and(&targets).for_each(|d, &z, &t| *d = (sigmoid(z) - t) * scale);
     (total, dlogits)
 }
 
@@ -63,7 +65,7 @@ pub fn cross_entropy_part(logits: ArrayView2<f32>, targets: &[usize], count: usi
     let (rows, k) = logits.dim();
     let n = count;
     assert_eq!(targets.len(), rows, "cross_entropy: {} targets for {rows} rows of logits", targets.len());
-    let mut dlogits = Array2::zeros((rows, k));
+    let mut dlogits = buffers::take((rows, k));
     let mut total = 0f64;
     for ((row, mut drow), &t) in logits.outer_iter().zip(dlogits.outer_iter_mut()).zip(targets) {
         assert!(t < k, "cross_entropy: target {t} is not a class index below {k}");
@@ -115,18 +117,28 @@ pub fn gaussian_nll_part(
         logstd.dim()
     );
     let len = count.max(1) as f64;
-    let half_ln_2pi = 0.5 * (std::f64::consts::TAU).ln();
-    let mut total = 0f64;
-    let mut dmean = Array2::zeros(x.dim());
-    let mut dlogstd = Array2::zeros(x.dim());
+    let total = gaussian_nll_sum(x, mean, logstd);
+    let mut dmean = buffers::take(x.dim());
+    let mut dlogstd = buffers::take(x.dim());
     Zip::from(&x).and(&mean).and(&logstd).and(&mut dmean).and(&mut dlogstd).for_each(|&x, &mu, &ls, dm, dl| {
         let inv_std = (-(ls as f64)).exp();
         let e = (x as f64 - mu as f64) * inv_std;
-        total += ls as f64 + 0.5 * e * e + half_ln_2pi;
         *dm = (-e * inv_std / len) as f32;
         *dl = ((1.0 - e * e) / len) as f32;
     });
     (total, dmean, dlogstd)
+}
+
+/// The sum of `gaussian_nll_part`'s terms alone, in its order (row-major), without
+/// the gradients: `sum of logstd + 0.5 ((x - mean) / std)^2 + 0.5 ln(2 pi)`.
+pub fn gaussian_nll_sum(x: ArrayView2<f32>, mean: ArrayView2<f32>, logstd: ArrayView2<f32>) -> f64 {
+    let half_ln_2pi = 0.5 * (std::f64::consts::TAU).ln();
+    let mut total = 0f64;
+    Zip::from(&x).and(&mean).and(&logstd).for_each(|&x, &mu, &ls| {
+        let e = (x as f64 - mu as f64) * (-(ls as f64)).exp();
+        total += ls as f64 + 0.5 * e * e + half_ln_2pi;
+    });
+    total
 }
 
 /// The mode-seeking term of MSGAN (Mao, Lee, Tseng, Ma and Yang, "Mode Seeking
@@ -165,24 +177,39 @@ pub fn mode_seeking_sharded<D: Dimension>(
     let x = images.as_standard_layout();
     let xs = x.as_slice().expect("standard layout");
     let block_len = xs.len() / blocks;
-    let noise = noise.as_standard_layout();
-    let zs = noise.as_slice().expect("standard layout");
-    let noise_len = zs.len() / blocks;
+    let rows = n / blocks;
+    let noise_len = rows * noise.ncols();
     // Per block: [sum |x1 - x2|, sum |z1 - z2|], then over every shard of the job.
+    let sum_abs_diff = |a: &mut dyn Iterator<Item = (&f32, &f32)>| a.map(|(&a, &b)| (a as f64 - b as f64).abs()).sum();
     let abs_diff = |v: &[f32]| {
         let (a, b) = v.split_at(v.len() / 2);
-        a.iter().zip(b).map(|(&a, &b)| (a as f64 - b as f64).abs()).sum::<f64>()
+        sum_abs_diff(&mut a.iter().zip(b))
     };
-    let leaves = (0..blocks)
-        .map(|s| vec![abs_diff(&xs[s * block_len..][..block_len]), abs_diff(&zs[s * noise_len..][..noise_len])])
-        .collect();
-    let sums = shards.sum_f64(leaves);
+    // The noise is a view into the latent batch (its first columns), read in place.
+    let noise_abs_diff = |s: usize| {
+        let first = noise.slice(ndarray::s![s * rows..s * rows + rows / 2, ..]);
+        let second = noise.slice(ndarray::s![s * rows + rows / 2..(s + 1) * rows, ..]);
+        sum_abs_diff(&mut first.iter().zip(second.iter()))
+    };
+    // On the stack for up to 8 local shards, so that a step allocates nothing here.
+    let (mut stack, mut heap) = ([0f64; 16], Vec::new());
+    let leaves = if blocks <= 8 {
+        &mut stack[..2 * blocks]
+    } else {
+        heap.resize(2 * blocks, 0.0);
+        &mut heap[..]
+    };
+    for (s, leaf) in leaves.chunks_exact_mut(2).enumerate() {
+        leaf[0] = abs_diff(&xs[s * block_len..][..block_len]);
+        leaf[1] = noise_abs_diff(s);
+    }
+    let sums = shards.sum_f64_in_place(leaves, 2);
     let (pixels, noises) =
         ((block_len / 2 * shards.total()).max(1) as f64, (noise_len / 2 * shards.total()).max(1) as f64);
     let (d_img, d_z) = (sums[0] / pixels, sums[1] / noises);
     let r = d_img / d_z.max(1e-12);
     let scale = 1.0 / ((r + EPS) * (r + EPS) * d_z.max(1e-12) * pixels);
-    let mut d = Array::zeros(images.raw_dim());
+    let mut d = buffers::take(images.raw_dim());
     for (ds, xs) in d.as_slice_mut().expect("fresh array").chunks_mut(block_len).zip(xs.chunks(block_len)) {
         let (d1, d2) = ds.split_at_mut(block_len / 2);
         let (x1, x2) = xs.split_at(block_len / 2);

@@ -30,31 +30,37 @@ impl Adam {
     /// One update of every parameter from its accumulated gradient. The parameters
     /// must come in the same order, with the same shapes, at every step.
     pub fn update(&mut self, params: Vec<Param<'_>>) {
+        self.update_each(|f| params.into_iter().for_each(f));
+    }
+
+    /// `update` of the parameters that `visit` hands to the function it is given, one
+    /// at a time: a training step's form, which allocates nothing after the first.
+    pub fn update_each(&mut self, visit: impl FnOnce(&mut dyn FnMut(Param<'_>))) {
         let _time = crate::profile::scope(crate::profile::Phase::Adam);
-        if self.exp_avg.is_empty() {
-            self.exp_avg = params.iter().map(|p| ArrayD::zeros(p.value.shape())).collect();
-            self.exp_avg_sq = self.exp_avg.clone();
-        }
-        assert_eq!(
-            params.len(),
-            self.exp_avg.len(),
-            "Adam: {} parameters, but state for {}",
-            params.len(),
-            self.exp_avg.len()
-        );
+        let first = self.exp_avg.is_empty();
         self.step += 1;
         let t = self.step as i32;
         let bias_correction1 = 1.0 - (self.beta1 as f64).powi(t);
         let bias_correction2_sqrt = (1.0 - (self.beta2 as f64).powi(t)).sqrt() as f32;
         let step_size = (self.lr as f64 / bias_correction1) as f32;
         let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
-        for ((p, m), v) in params.into_iter().zip(&mut self.exp_avg).zip(&mut self.exp_avg_sq) {
+        let (exp_avg, exp_avg_sq) = (&mut self.exp_avg, &mut self.exp_avg_sq);
+        let mut count = 0;
+        visit(&mut |p: Param<'_>| {
+            if first {
+                exp_avg.push(ArrayD::zeros(p.value.shape()));
+                exp_avg_sq.push(ArrayD::zeros(p.value.shape()));
+            }
+            assert!(count < exp_avg.len(), "Adam: more than the {} parameters it has state for", exp_avg.len());
+            let (m, v) = (&mut exp_avg[count], &mut exp_avg_sq[count]);
             assert_eq!(p.value.shape(), m.shape(), "Adam: parameter {} changed shape", p.name);
             Zip::from(p.value).and(&p.grad).and(m).and(v).par_for_each(|p, &g, m, v| {
                 *m += (1.0 - b1) * (g - *m);
                 *v = b2 * *v + (1.0 - b2) * g * g;
                 *p -= step_size * *m / (v.sqrt() / bias_correction2_sqrt + eps);
             });
-        }
+            count += 1;
+        });
+        assert_eq!(count, exp_avg.len(), "Adam: {count} parameters, but state for {}", exp_avg.len());
     }
 }

@@ -5,7 +5,7 @@
 use ndarray::{Array, ArrayD, Dimension};
 use rayon::prelude::*;
 
-use super::{Layer, OnnxAttr, OnnxOp, check_shape, standard};
+use super::{Layer, OnnxAttr, OnnxOp, check_same_shape, standard};
 
 /// `y = max(x, 0)`. PyTorch's gradient at exactly 0 is 0, and so is ours.
 #[derive(Clone, Default)]
@@ -96,8 +96,7 @@ fn leaky_backward<D: Dimension>(
 ) -> Array<f32, D> {
     let _time = crate::profile::scope(crate::profile::Phase::Activation);
     let mut dy = standard(dy);
-    let expected: Vec<Option<usize>> = shape.iter().map(|&d| Some(d)).collect();
-    check_shape(layer, "dy", &expected, dy.shape());
+    check_same_shape(layer, "dy", shape, dy.shape());
     let ds = dy.as_slice_mut().expect("standard layout");
     let ps = &positive[..ds.len()];
     ds.par_chunks_mut(CHUNK).zip(ps.par_chunks(CHUNK)).for_each(|(ds, ps)| {
@@ -194,8 +193,7 @@ fn output_backward<D: Dimension>(
 ) -> Array<f32, D> {
     let _time = crate::profile::scope(crate::profile::Phase::Activation);
     let mut dy = standard(dy);
-    let expected: Vec<Option<usize>> = y.shape.iter().map(|&d| Some(d)).collect();
-    check_shape(layer, "dy", &expected, dy.shape());
+    check_same_shape(layer, "dy", &y.shape, dy.shape());
     let ds = dy.as_slice_mut().expect("standard layout");
     let ys = &y.values;
     ds.par_chunks_mut(CHUNK).zip(ys.par_chunks(CHUNK)).for_each(|(ds, ys)| {

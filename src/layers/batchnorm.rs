@@ -16,6 +16,7 @@
 use ndarray::{Array, Array1, Array3, ArrayD, Dimension};
 use rayon::prelude::*;
 
+use crate::buffers;
 use crate::collective::Shards;
 
 use super::{Layer, OnnxAttr, OnnxConstant, OnnxOp, check_shape, standard};
@@ -53,8 +54,14 @@ pub struct BatchNorm {
     /// `1/sqrt(var + eps)` of whichever variance normalised each group; and whether
     /// that forward was in training mode.
     x_hat: Array3<f32>,
-    inv_std: Array1<f32>,
+    inv_std: Vec<f32>,
     trained: bool,
+    /// Workspaces kept from step to step: mean: [groups*C], the means of the latest
+    /// forward; stats: the per-shard partial sums of either pass; coef: backward's
+    /// per-channel coefficients.
+    mean: Vec<f32>,
+    stats: Vec<f64>,
+    coef: Vec<[f32; 3]>,
 }
 
 impl BatchNorm {
@@ -75,8 +82,11 @@ impl BatchNorm {
             groups: 1,
             shards: Shards::single(),
             x_hat: Array3::zeros((0, channels, 1)),
-            inv_std: Array1::zeros(channels),
+            inv_std: vec![0.0; channels],
             trained: true,
+            mean: Vec::new(),
+            stats: Vec::new(),
+            coef: Vec::new(),
         }
     }
 
@@ -102,35 +112,44 @@ impl BatchNorm {
         let dim = x.raw_dim();
         let mut x_hat = into3(x);
         let (n, _, p) = x_hat.dim();
-        let blocks = self.shards.local() * groups;
+        let (local, blocks) = (self.shards.local(), self.shards.local() * groups);
         assert!(
             n.is_multiple_of(blocks),
-            "BatchNorm: a batch of {n} cannot be split into {} shards of {groups} equal groups",
-            self.shards.local()
+            "BatchNorm: a batch of {n} cannot be split into {local} shards of {groups} equal groups"
         );
         let block_len = n / blocks * c * p;
         // Per group, per channel: the mean and 1/sqrt(var + eps) that normalise it.
-        let mut mean = Vec::with_capacity(groups * c);
-        let mut inv_std = Vec::with_capacity(groups * c);
+        let (mean, inv_std) = (&mut self.mean, &mut self.inv_std);
+        mean.clear();
+        inv_std.clear();
         if self.training {
             // The values of a channel in a group, over every shard of the job.
             let m = n / blocks * p * self.shards.total();
             assert!(m > 1, "BatchNorm: training needs more than one value per channel, got input {:?}", dim.slice());
             let xs = x_hat.as_slice().expect("standard layout");
-            let block = |s: usize, g: usize| &xs[(s * groups + g) * block_len..][..block_len];
-            let per_shard = |f: &dyn Fn(usize, usize) -> Vec<f64>| {
-                (0..self.shards.local()).map(|s| (0..groups).flat_map(|g| f(s, g)).collect()).collect()
-            };
+            // Each statistic: per shard, per group, per channel (`blocks * c` partials),
+            // added over the shards of the job into the first `groups * c`.
+            let stats = &mut self.stats;
+            stats.resize(2 * blocks * c, 0.0);
+            let (sums, squares) = stats.split_at_mut(blocks * c);
+            sums.chunks_exact_mut(c)
+                .enumerate()
+                .for_each(|(b, out)| channel_sums(&xs[b * block_len..][..block_len], c, p, out));
+            let sums = self.shards.sum_f64_in_place(sums, groups * c);
+            sums.iter_mut().for_each(|v| *v /= m as f64);
+            let all_mean = &*sums;
             // Two passes, each a sum over the batch: the means, then the spreads about them.
-            let sums = self.shards.sum_f64(per_shard(&|s, g| channel_sums(block(s, g), c, p)));
-            let all_mean: Vec<f64> = sums.iter().map(|&v| v / m as f64).collect();
-            let squares =
-                self.shards.sum_f64(per_shard(&|s, g| channel_squares(block(s, g), &all_mean[g * c..][..c], c, p)));
+            squares.chunks_exact_mut(c).enumerate().for_each(|(b, out)| {
+                let g = b % groups;
+                channel_squares(&xs[b * block_len..][..block_len], &all_mean[g * c..][..c], c, p, out)
+            });
+            let squares = self.shards.sum_f64_in_place(squares, groups * c);
             let mom = self.momentum as f64;
             let eps = self.eps as f64;
             for g in 0..groups {
                 let group_mean = &all_mean[g * c..][..c];
-                let group_var: Vec<f64> = squares[g * c..][..c].iter().map(|&v| v / m as f64).collect();
+                let group_var = &mut squares[g * c..][..c];
+                group_var.iter_mut().for_each(|v| *v /= m as f64);
                 for ch in 0..c {
                     let unbiased = group_var[ch] * m as f64 / (m - 1) as f64;
                     self.running_mean[ch] = ((1.0 - mom) * self.running_mean[ch] as f64 + mom * group_mean[ch]) as f32;
@@ -145,9 +164,10 @@ impl BatchNorm {
                 inv_std.extend(self.running_var.iter().map(|&v| 1.0 / (v + self.eps).sqrt()));
             }
         }
-        let mut y = Array3::zeros(x_hat.dim());
+        let mut y = buffers::take(x_hat.dim());
         let (gamma, beta) = (self.weight.as_slice().expect("contiguous"), self.bias.as_slice().expect("contiguous"));
         let per_block = n / blocks;
+        let (mean, inv_std) = (&*mean, &*inv_std);
         let xs = x_hat.as_slice_mut().expect("standard layout");
         let ys = y.as_slice_mut().expect("standard layout");
         xs.par_chunks_mut(c * p).zip(ys.par_chunks_mut(c * p)).enumerate().for_each(|(img, (xs, ys))| {
@@ -161,8 +181,7 @@ impl BatchNorm {
                 }
             }
         });
-        self.x_hat = x_hat;
-        self.inv_std = Array1::from(inv_std);
+        buffers::give(std::mem::replace(&mut self.x_hat, x_hat));
         self.trained = self.training;
         y.into_shape_with_order(dim).expect("same element count")
     }
@@ -180,31 +199,32 @@ impl BatchNorm {
         let _time = crate::profile::scope(crate::profile::Phase::BatchNorm);
         let dim = dy.raw_dim();
         let (n, c, p) = self.x_hat.dim();
-        let expected = if dim.ndim() == 2 { vec![Some(n), Some(c)] } else { vec![Some(n), Some(c), None, None] };
-        check_shape("BatchNorm", "dy", &expected, dim.slice());
+        if dim.ndim() == 2 {
+            check_shape("BatchNorm", "dy", &[Some(n), Some(c)], dim.slice());
+        } else {
+            check_shape("BatchNorm", "dy", &[Some(n), Some(c), None, None], dim.slice());
+        }
         let mut dx = into3(dy);
         check_shape("BatchNorm", "dy", &[Some(n), Some(c), Some(p)], dx.shape());
         let groups = self.inv_std.len() / c;
-        let per_block = n / (self.shards.local() * groups);
+        let blocks = self.shards.local() * groups;
+        let per_block = n / blocks;
         let block_len = per_block * c * p;
         let x_hat = self.x_hat.as_slice().expect("standard layout");
         let m = (per_block * p * self.shards.total()) as f64;
-        // Per shard: per group, per channel, [sum dy, sum dy * x_hat]; then their sums
+        // Per shard, per group, per channel: [sum dy, sum dy * x_hat]; then their sums
         // over every shard of the job.
         let dys = dx.as_slice().expect("standard layout");
-        let leaves = (0..self.shards.local())
-            .map(|s| {
-                (0..groups)
-                    .flat_map(|g| {
-                        let at = (s * groups + g) * block_len..(s * groups + g + 1) * block_len;
-                        channel_pair_sums(&dys[at.clone()], &x_hat[at], c, p).into_iter().flatten()
-                    })
-                    .collect()
-            })
-            .collect();
-        let sums = self.shards.sum_f64(leaves);
+        let leaves = &mut self.stats;
+        leaves.resize(blocks * c * 2, 0.0);
+        leaves.chunks_exact_mut(2 * c).enumerate().for_each(|(b, out)| {
+            let at = b * block_len..(b + 1) * block_len;
+            channel_pair_sums(&dys[at.clone()], &x_hat[at], c, p, out)
+        });
+        let sums = self.shards.sum_f64_in_place(leaves, groups * c * 2);
         // Per group, per channel: [scale, mean of dy, mean of dy * x_hat].
-        let mut coef: Vec<[f32; 3]> = Vec::with_capacity(groups * c);
+        let coef = &mut self.coef;
+        coef.clear();
         for g in 0..groups {
             for ch in 0..c {
                 let (sum_dy, sum_dy_xhat) = (sums[(g * c + ch) * 2], sums[(g * c + ch) * 2 + 1]);
@@ -220,6 +240,7 @@ impl BatchNorm {
                 });
             }
         }
+        let coef = &*coef;
         let dxs = dx.as_slice_mut().expect("standard layout");
         dxs.par_chunks_mut(c * p).zip(x_hat.par_chunks(c * p)).enumerate().for_each(|(img, (dxs, xhs))| {
             let coef = &coef[img / per_block % groups * c..][..c];
@@ -235,7 +256,7 @@ impl BatchNorm {
 
 /// `[N, C]` as `[N, C, 1]`, `[N, C, H, W]` as `[N, C, H*W]`, without copying.
 fn into3<D: Dimension>(x: Array<f32, D>) -> Array3<f32> {
-    let s = x.shape().to_vec();
+    let s = x.shape();
     let (n, c) = (s[0], s[1]);
     let p: usize = s[2..].iter().product();
     standard(x).into_shape_with_order((n, c, p)).expect("same element count")
@@ -246,66 +267,64 @@ fn channel_block(c: usize, p: usize) -> usize {
     (4096 / p.max(1)).clamp(1, c.max(1))
 }
 
-/// Runs `f(c0, c1)` for blocks of channels `c0..c1` in parallel and concatenates the
-/// per-channel results in channel order.
-fn per_channel_block<T: Send>(c: usize, p: usize, f: impl Fn(usize, usize) -> Vec<T> + Sync + Send) -> Vec<T> {
+/// Runs `f(c0, c1, acc)` for blocks of channels `c0..c1` in parallel, each on the
+/// zeroed `acc = out[c0 * width..c1 * width]` of its channels' results (`width`
+/// values per channel).
+fn per_channel_block(out: &mut [f64], width: usize, c: usize, p: usize, f: impl Fn(usize, usize, &mut [f64]) + Sync) {
     let block = channel_block(c, p);
-    (0..c.div_ceil(block)).into_par_iter().flat_map_iter(|b| f(b * block, ((b + 1) * block).min(c))).collect()
+    out.par_chunks_mut(block * width).enumerate().for_each(|(b, acc)| {
+        acc.fill(0.0);
+        f(b * block, ((b + 1) * block).min(c), acc)
+    });
 }
 
 /// Each channel's sum over its values, in f64, in the fixed order n-major then p. A
 /// block of channels reads, for each sample, one contiguous run of `x`.
 ///
-/// x: [N, C, P] flat
-fn channel_sums(x: &[f32], c: usize, p: usize) -> Vec<f64> {
+/// x: [N, C, P] flat, out: `[C]`
+fn channel_sums(x: &[f32], c: usize, p: usize, out: &mut [f64]) {
     let n = x.len() / (c * p);
-    per_channel_block(c, p, |c0, c1| {
-        let mut acc = vec![0f64; c1 - c0];
+    per_channel_block(out, 1, c, p, |c0, c1, acc| {
         for img in 0..n {
             for (a, seg) in acc.iter_mut().zip(x[(img * c + c0) * p..(img * c + c1) * p].chunks_exact(p)) {
                 *a += seg.iter().map(|&v| v as f64).sum::<f64>();
             }
         }
-        acc
     })
 }
 
 /// Each channel's sum of squared differences from `mean[channel]`, in the same order:
 /// the second of two passes (for accuracy when the mean is large against the spread).
 ///
-/// x: [N, C, P] flat, mean: `[C]`
-fn channel_squares(x: &[f32], mean: &[f64], c: usize, p: usize) -> Vec<f64> {
+/// x: [N, C, P] flat, mean: `[C]`, out: `[C]`
+fn channel_squares(x: &[f32], mean: &[f64], c: usize, p: usize, out: &mut [f64]) {
     let n = x.len() / (c * p);
-    per_channel_block(c, p, |c0, c1| {
-        let mut acc = vec![0f64; c1 - c0];
+    per_channel_block(out, 1, c, p, |c0, c1, acc| {
         for img in 0..n {
             let run = x[(img * c + c0) * p..(img * c + c1) * p].chunks_exact(p);
             for ((a, seg), &mu) in acc.iter_mut().zip(run).zip(&mean[c0..c1]) {
                 *a += seg.iter().map(|&v| (v as f64 - mu).powi(2)).sum::<f64>();
             }
         }
-        acc
     })
 }
 
 /// For each channel, `[sum dy, sum dy*x_hat]` over its values, in the same fixed order.
 ///
-/// dy, x_hat: [N, C, P] flat
-fn channel_pair_sums(dy: &[f32], x_hat: &[f32], c: usize, p: usize) -> Vec<[f64; 2]> {
+/// dy, x_hat: [N, C, P] flat, out: [C, 2] flat
+fn channel_pair_sums(dy: &[f32], x_hat: &[f32], c: usize, p: usize, out: &mut [f64]) {
     let n = dy.len() / (c * p);
-    per_channel_block(c, p, |c0, c1| {
-        let mut acc = vec![[0f64; 2]; c1 - c0];
+    per_channel_block(out, 2, c, p, |c0, c1, acc| {
         for img in 0..n {
             let range = (img * c + c0) * p..(img * c + c1) * p;
             let runs = dy[range.clone()].chunks_exact(p).zip(x_hat[range].chunks_exact(p));
-            for (a, (ds, xs)) in acc.iter_mut().zip(runs) {
+            for (a, (ds, xs)) in acc.chunks_exact_mut(2).zip(runs) {
                 for (&d, &xh) in ds.iter().zip(xs) {
                     a[0] += d as f64;
                     a[1] += d as f64 * xh as f64;
                 }
             }
         }
-        acc
     })
 }
 

@@ -15,6 +15,7 @@ use rand::Rng;
 
 use super::export::{conv_attrs, weight_and_bias};
 use super::{Layer, OnnxOp, check_shape, rank};
+use crate::buffers;
 use crate::collective::Shards;
 use crate::init;
 use crate::kernels::gemm::{gemm, with_packed_lhs};
@@ -120,9 +121,10 @@ impl Conv2d {
                 },
             );
         });
-        let mut y = Array4::zeros((n, self.c_out(), g.h_out(), g.w_out()));
+        let mut y = buffers::take((n, self.c_out(), g.h_out(), g.w_out()));
         from_channel_major(self.y_cm.view(), self.bias.as_slice(), as3(&mut y));
-        (self.geom, self.x) = (g, x);
+        self.geom = g;
+        buffers::give(std::mem::replace(&mut self.x, x));
         y
     }
 
@@ -140,7 +142,7 @@ impl Conv2d {
     pub fn backward(&mut self, dy: Array4<f32>) -> Array4<f32> {
         self.backward_params(dy);
         let g = self.geom;
-        let mut dx = Array4::zeros((self.x.dim().0, g.c, g.h, g.w));
+        let mut dx = buffers::zeros((self.x.dim().0, g.c, g.h, g.w));
         let shard = self.shards.shard_images(self.x.dim().0);
         gemm_col2im(flat(&self.weight).t(), self.y_cm.view(), &g, None, &mut self.cols, dx.view_mut(), shard);
         dx
@@ -162,6 +164,7 @@ impl Conv2d {
         );
         let dy_cm = &mut self.y_cm;
         to_channel_major(view3(&dy), dy_cm.view_mut());
+        buffers::give(dy);
         if self.requires_grad {
             let (shape, x, shards, cols, p) = (self.weight.dim(), &self.x, &self.shards, &mut self.cols, g.p_out());
             let dweight = self.dweight.as_slice_mut().expect("contiguous");

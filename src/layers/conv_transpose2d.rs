@@ -16,6 +16,7 @@ use rand::Rng;
 use super::conv2d::{as3, flat, into_flat_mut, view3};
 use super::export::{conv_attrs, weight_and_bias};
 use super::{Layer, OnnxOp, check_shape, rank};
+use crate::buffers;
 use crate::collective::Shards;
 use crate::init;
 use crate::kernels::gemm::{gemm, with_packed_lhs};
@@ -109,7 +110,8 @@ impl ConvTranspose2d {
         let g = self.geometry(h, w);
         self.x_cm.resize(c_in, n * h * w);
         to_channel_major(view3(&x), self.x_cm.view_mut());
-        let mut y = Array4::zeros((n, g.c, g.h, g.w));
+        buffers::give(x);
+        let mut y = buffers::zeros((n, g.c, g.h, g.w));
         let (bias, shard) = (self.bias.as_slice(), self.shards.shard_images(n));
         gemm_col2im(flat(&self.weight).t(), self.x_cm.view(), &g, bias, &mut self.cols, y.view_mut(), shard);
         (self.geom, self.n) = (g, n);
@@ -169,7 +171,8 @@ impl ConvTranspose2d {
                 }
             }
         });
-        let mut dx = Array4::zeros((self.n, self.c_in(), g.h_out(), g.w_out()));
+        buffers::give(dy);
+        let mut dx = buffers::take((self.n, self.c_in(), g.h_out(), g.w_out()));
         from_channel_major(self.dx_cm.view(), None, as3(&mut dx));
         dx
     }

@@ -90,6 +90,10 @@ pub struct DiffAugment {
     /// [N, C, H, W] (what backward needs: every transformation is linear in x).
     params: Vec<AugmentParams>,
     shape: (usize, usize, usize, usize),
+    /// Workspaces kept from step to step: drawn: the parameters of the latest `draw`,
+    /// which `forward_picked` picks from; grey: one image's grey, [H*W].
+    drawn: Vec<AugmentParams>,
+    grey: Vec<f32>,
 }
 
 /// Cutout's square: `round(H / 2) x round(W / 2)`, as the authors' `int(H * 0.5 + 0.5)`.
@@ -104,33 +108,56 @@ impl DiffAugment {
 
     /// Draws every image's parameters from `rng`, in image order.
     pub fn sample(&self, n: usize, h: usize, w: usize, rng: &mut impl Rng) -> Vec<AugmentParams> {
-        let p = self.policy;
-        let (ri, rj) = (((h as f32) * 0.125 + 0.5) as i64, ((w as f32) * 0.125 + 0.5) as i64);
-        let (ch, cw) = cutout_size(h, w);
-        (0..n)
-            .map(|_| {
-                let mut a = AugmentParams::IDENTITY;
-                if p.color {
-                    a.brightness = rng.random_range(-0.5f32..0.5);
-                    a.saturation = rng.random_range(0.0f32..2.0);
-                    a.contrast = rng.random_range(0.5f32..1.5);
-                }
-                if p.translation {
-                    a.ti = rng.random_range(-ri..=ri) as isize;
-                    a.tj = rng.random_range(-rj..=rj) as isize;
-                }
-                if p.cutout {
-                    // The centre is uniform over the image (the authors' offset range
-                    // `0 .. H + (1 - size % 2)`), the square's corner size/2 before it.
-                    let ci = rng.random_range(0..h + 1 - ch % 2) as isize;
-                    let cj = rng.random_range(0..w + 1 - cw % 2) as isize;
-                    (a.cut_i, a.cut_j) = (ci - (ch / 2) as isize, cj - (cw / 2) as isize);
-                }
-                a
-            })
-            .collect()
+        let mut params = Vec::with_capacity(n);
+        sample_into(self.policy, n, h, w, rng, &mut params);
+        params
     }
 
+    /// `sample` kept in the layer, for `forward_picked`: allocates nothing once the
+    /// batch size has been seen.
+    pub fn draw(&mut self, n: usize, h: usize, w: usize, rng: &mut impl Rng) {
+        self.drawn.clear();
+        sample_into(self.policy, n, h, w, rng, &mut self.drawn);
+    }
+
+    /// `forward_with` the parameters of the latest `draw` at `picks`, one per image.
+    ///
+    /// x: [N, C, H, W] -> y: [N, C, H, W]
+    pub fn forward_picked(&mut self, x: Array4<f32>, picks: impl Iterator<Item = usize>) -> Array4<f32> {
+        self.params.clear();
+        let drawn = &self.drawn;
+        self.params.extend(picks.map(|i| drawn[i]));
+        self.apply(x)
+    }
+}
+
+/// Every image's parameters from `rng` under `p`, in image order, appended to `out`.
+fn sample_into(p: AugmentPolicy, n: usize, h: usize, w: usize, rng: &mut impl Rng, out: &mut Vec<AugmentParams>) {
+    let (ri, rj) = (((h as f32) * 0.125 + 0.5) as i64, ((w as f32) * 0.125 + 0.5) as i64);
+    let (ch, cw) = cutout_size(h, w);
+    out.extend((0..n).map(|_| {
+        let mut a = AugmentParams::IDENTITY;
+        if p.color {
+            a.brightness = rng.random_range(-0.5f32..0.5);
+            a.saturation = rng.random_range(0.0f32..2.0);
+            a.contrast = rng.random_range(0.5f32..1.5);
+        }
+        if p.translation {
+            a.ti = rng.random_range(-ri..=ri) as isize;
+            a.tj = rng.random_range(-rj..=rj) as isize;
+        }
+        if p.cutout {
+            // The centre is uniform over the image (the authors' offset range
+            // `0 .. H + (1 - size % 2)`), the square's corner size/2 before it.
+            let ci = rng.random_range(0..h + 1 - ch % 2) as isize;
+            let cj = rng.random_range(0..w + 1 - cw % 2) as isize;
+            (a.cut_i, a.cut_j) = (ci - (ch / 2) as isize, cj - (cw / 2) as isize);
+        }
+        a
+    }));
+}
+
+impl DiffAugment {
     /// Draws parameters for every image and augments the batch.
     ///
     /// x: [N, C, H, W] -> y: [N, C, H, W]
@@ -144,29 +171,38 @@ impl DiffAugment {
     ///
     /// x: [N, C, H, W] -> y: [N, C, H, W]
     pub fn forward_with(&mut self, x: Array4<f32>, params: Vec<AugmentParams>) -> Array4<f32> {
+        self.params = params;
+        self.apply(x)
+    }
+
+    /// Augments with `self.params`, one per image, and keeps the shape for backward.
+    ///
+    /// x: [N, C, H, W] -> y: [N, C, H, W]
+    fn apply(&mut self, x: Array4<f32>) -> Array4<f32> {
         let (n, c, h, w) = x.dim();
+        let params = &self.params;
         assert_eq!(params.len(), n, "DiffAugment: {} parameter sets for {n} images", params.len());
         let mut x = super::standard(x);
         let p = self.policy;
-        for (img, a) in x.outer_iter_mut().zip(&params) {
+        for (img, a) in x.outer_iter_mut().zip(params) {
             let mut img = img.into_shape_with_order((c, h * w)).expect("contiguous image");
             if p.color {
                 img.mapv_inplace(|v| v + a.brightness);
                 // Saturation: towards (s < 1) or away from the grey of each pixel.
-                let grey = img.mean_axis(ndarray::Axis(0)).expect("at least one channel");
+                let grey = grey_into(img.view(), &mut self.grey);
                 for mut ch in img.outer_iter_mut() {
-                    ch.zip_mut_with(&grey, |v, &m| *v = (*v - m) * a.saturation + m);
+                    ch.iter_mut().zip(grey).for_each(|(v, &m)| *v = (*v - m) * a.saturation + m);
                 }
                 let mean = img.mean().expect("non-empty image");
                 img.mapv_inplace(|v| (v - mean) * a.contrast + mean);
             }
         }
         if p.translation {
-            x = shift(&x, &params, 1);
+            x = shift(x, params, 1);
         }
         if p.cutout {
             let (ch, cw) = cutout_size(h, w);
-            for (mut img, a) in x.outer_iter_mut().zip(&params) {
+            for (mut img, a) in x.outer_iter_mut().zip(params) {
                 for i in clip(a.cut_i, ch, h) {
                     for j in clip(a.cut_j, cw, w) {
                         img.slice_mut(ndarray::s![.., i, j]).fill(0.0);
@@ -174,7 +210,7 @@ impl DiffAugment {
                 }
             }
         }
-        (self.params, self.shape) = (params, (n, c, h, w));
+        self.shape = (n, c, h, w);
         x
     }
 
@@ -202,21 +238,34 @@ impl DiffAugment {
             }
         }
         if p.translation {
-            d = shift(&d, &self.params, -1);
+            d = shift(d, &self.params, -1);
         }
         if p.color {
             for (img, a) in d.outer_iter_mut().zip(&self.params) {
                 let mut img = img.into_shape_with_order((c, h * w)).expect("contiguous image");
                 let mean = img.mean().expect("non-empty image");
                 img.mapv_inplace(|v| a.contrast * v + (1.0 - a.contrast) * mean);
-                let grey = img.mean_axis(ndarray::Axis(0)).expect("at least one channel");
+                let grey = grey_into(img.view(), &mut self.grey);
                 for mut ch in img.outer_iter_mut() {
-                    ch.zip_mut_with(&grey, |v, &m| *v = a.saturation * *v + (1.0 - a.saturation) * m);
+                    ch.iter_mut().zip(grey).for_each(|(v, &m)| *v = a.saturation * *v + (1.0 - a.saturation) * m);
                 }
             }
         }
         d
     }
+}
+
+/// The mean over channels of each pixel of `img: [C, H*W]`, into `out`, with the bits
+/// of ndarray's `mean_axis(Axis(0))`: `((0 + x_0) + x_1 + ...) / C`.
+fn grey_into<'a>(img: ndarray::ArrayView2<f32>, out: &'a mut Vec<f32>) -> &'a [f32] {
+    out.clear();
+    out.resize(img.ncols(), 0.0);
+    for ch in img.outer_iter() {
+        out.iter_mut().zip(ch).for_each(|(g, &v)| *g += v);
+    }
+    let c = img.nrows() as f32;
+    out.iter_mut().for_each(|g| *g /= c);
+    out
 }
 
 /// Rows (or columns) `start .. start + len` clipped to `0 .. limit`.
@@ -228,9 +277,9 @@ fn clip(start: isize, len: usize, limit: usize) -> std::ops::Range<usize> {
 
 /// `out[n, c, i, j] = x[n, c, i + sign*ti, j + sign*tj]`, 0 outside: the translation
 /// (`sign` 1) or its transpose (`sign` -1).
-fn shift(x: &Array4<f32>, params: &[AugmentParams], sign: isize) -> Array4<f32> {
+fn shift(x: Array4<f32>, params: &[AugmentParams], sign: isize) -> Array4<f32> {
     let (_, _, h, w) = x.dim();
-    let mut out = Array4::zeros(x.raw_dim());
+    let mut out = crate::buffers::zeros(x.raw_dim());
     for ((src, mut dst), a) in x.outer_iter().zip(out.outer_iter_mut()).zip(params) {
         let (ti, tj) = (sign * a.ti, sign * a.tj);
         // Output rows i with 0 <= i + ti < h, columns likewise.
@@ -246,6 +295,7 @@ fn shift(x: &Array4<f32>, params: &[AugmentParams], sign: isize) -> Array4<f32> 
             c0..c0 + cols.len()
         ]));
     }
+    crate::buffers::give(x);
     out
 }
 

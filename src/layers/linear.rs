@@ -5,6 +5,7 @@ use rand::Rng;
 
 use super::export::weight_and_bias;
 use super::{Layer, OnnxAttr, OnnxOp, check_shape, rank};
+use crate::buffers;
 use crate::collective::Shards;
 use crate::init;
 use crate::kernels::gemm::gemm;
@@ -56,7 +57,8 @@ impl Linear {
     /// x: [N, F_in] -> y: [N, F_out]
     pub fn forward(&mut self, x: Array2<f32>) -> Array2<f32> {
         check_shape("Linear", "input", &[None, Some(self.f_in())], x.shape());
-        let mut y = self.bias.broadcast((x.nrows(), self.f_out())).expect("bias broadcast").to_owned();
+        let mut y = buffers::take((x.nrows(), self.f_out()));
+        y.assign(&self.bias);
         // As y^T = W x^T: matrixmultiply packs a transposed right-hand operand slowly,
         // and this way the transposed one is the small x rather than the large W. One
         // product per shard, so that a shard's rows get the bits they get in a batch
@@ -66,7 +68,7 @@ impl Linear {
             let y = y.slice_mut(s![rows.clone(), ..]).reversed_axes();
             gemm(1.0, self.weight.view(), x.slice(s![rows, ..]).t(), 1.0, y);
         }
-        self.x = x;
+        buffers::give(std::mem::replace(&mut self.x, x));
         y
     }
 
@@ -96,11 +98,12 @@ impl Linear {
                 }
             });
         }
-        let mut dx = Array2::zeros((dy.nrows(), self.f_in()));
+        let mut dx = buffers::take((dy.nrows(), self.f_in()));
         for shard in 0..self.shards.local() {
             let rows = self.shards.rows(shard, dy.nrows());
             gemm(1.0, dy.slice(s![rows.clone(), ..]), self.weight.view(), 0.0, dx.slice_mut(s![rows, ..]));
         }
+        buffers::give(dy);
         dx
     }
 }

@@ -26,6 +26,14 @@ macro_rules! layer_tensors {
             }),*]
         }
 
+        fn visit_params(&mut self, f: &mut dyn FnMut($crate::layers::Param<'_>)) {
+            $(f($crate::layers::Param {
+                name: stringify!($p),
+                value: self.$p.view_mut().into_dyn(),
+                grad: self.$dp.view().into_dyn(),
+            });)*
+        }
+
         fn buffers(&mut self) -> Vec<$crate::layers::Buffer<'_>> {
             vec![$($crate::layers::Buffer { name: stringify!($b), value: self.$b.view_mut().into_dyn() }),*]
         }
@@ -75,6 +83,16 @@ pub fn check_shape(layer: &str, tensor: &str, expected: &[Option<usize>], actual
     }
 }
 
+/// `check_shape` against one exact shape, without building the expected list unless
+/// the shapes differ.
+#[track_caller]
+pub fn check_same_shape(layer: &str, tensor: &str, expected: &[usize], actual: &[usize]) {
+    if expected != actual {
+        let expected: Vec<Option<usize>> = expected.iter().map(|&d| Some(d)).collect();
+        check_shape(layer, tensor, &expected, actual);
+    }
+}
+
 /// `x` itself when it is in standard (row-major, contiguous) layout, which is the
 /// usual case; otherwise a standard-layout copy. The fast loops need flat slices.
 pub fn standard<D: Dimension>(x: Array<f32, D>) -> Array<f32, D> {
@@ -98,7 +116,7 @@ pub struct Buffer<'a> {
 /// A layer of a network (`models::Sequential` chains them over tensors of any rank).
 /// Each layer's file implements it; a model lists its layers in one place, and
 /// nothing else needs to know the layer's type.
-pub trait Layer: LayerClone {
+pub trait Layer: LayerClone + Send {
     /// x: [N, ...] -> y: [N, ...]
     fn forward(&mut self, x: ArrayD<f32>) -> ArrayD<f32>;
 
@@ -115,6 +133,10 @@ pub trait Layer: LayerClone {
     fn params(&mut self) -> Vec<Param<'_>> {
         Vec::new()
     }
+
+    /// `f` on each of `params` in turn, without collecting them (as a step's
+    /// optimizer update does, allocating nothing).
+    fn visit_params(&mut self, _f: &mut dyn FnMut(Param<'_>)) {}
 
     /// The non-trainable state a checkpoint keeps (batch norm's running statistics).
     fn buffers(&mut self) -> Vec<Buffer<'_>> {
@@ -177,8 +199,8 @@ impl Clone for Box<dyn Layer> {
 /// `x` as an array of rank `D`; a tensor of another rank is a bug in the model code.
 #[track_caller]
 pub fn rank<D: Dimension>(layer: &str, tensor: &str, x: ArrayD<f32>) -> Array<f32, D> {
-    let shape = x.shape().to_vec();
-    x.into_dimensionality::<D>().unwrap_or_else(|_| {
-        panic!("{layer}: {tensor} has shape {shape:?}, expected {} dimensions", D::NDIM.unwrap_or(0))
-    })
+    if D::NDIM.is_some_and(|d| d != x.ndim()) {
+        panic!("{layer}: {tensor} has shape {:?}, expected {} dimensions", x.shape(), D::NDIM.unwrap_or(0));
+    }
+    x.into_dimensionality::<D>().expect("the rank was checked")
 }

@@ -1,7 +1,7 @@
 //! Reshapes each sample (for example `[F]` -> `[C, H, W]`), like PyTorch's
 //! `view(N, ...)` or `nn.Flatten`, without copying.
 
-use ndarray::{ArrayD, IxDyn};
+use ndarray::{ArrayD, Dimension, IxDyn};
 
 use super::{Layer, OnnxAttr, OnnxConstant, OnnxOp};
 
@@ -21,17 +21,18 @@ impl Reshape {
 
 /// `[N, ...]` -> `[N, shape...]`, without copying.
 fn reshape_samples(x: ArrayD<f32>, shape: &[usize]) -> ArrayD<f32> {
-    let mut full = vec![x.shape()[0]];
-    full.extend_from_slice(shape);
-    let (from, to): (Vec<usize>, usize) = (x.shape().to_vec(), full.iter().product());
-    assert_eq!(x.len(), to, "Reshape: cannot reshape {from:?} to {full:?}");
-    x.into_shape_with_order(IxDyn(&full)).expect("contiguous")
+    let mut full = IxDyn::zeros(shape.len() + 1);
+    full[0] = x.shape()[0];
+    full.slice_mut()[1..].copy_from_slice(shape);
+    assert_eq!(x.len(), full.size(), "Reshape: cannot reshape {:?} to {:?}", x.shape(), full.slice());
+    x.into_shape_with_order(full).expect("contiguous")
 }
 
 impl Layer for Reshape {
     /// x: [N, ...] -> y: [N, shape...]
     fn forward(&mut self, x: ArrayD<f32>) -> ArrayD<f32> {
-        self.from = x.shape()[1..].to_vec();
+        self.from.clear();
+        self.from.extend_from_slice(&x.shape()[1..]);
         reshape_samples(x, &self.shape)
     }
 

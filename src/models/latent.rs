@@ -30,14 +30,47 @@ pub struct LatentBatch {
     pub cont: Array2<f32>,
 }
 
+impl Default for LatentBatch {
+    /// No vectors (and no allocation): what `sample_into` and `rows_into` fill.
+    fn default() -> Self {
+        LatentBatch { z: Array2::zeros((0, 0)), cat: Vec::new(), cont: Array2::zeros((0, 0)) }
+    }
+}
+
 impl LatentBatch {
     /// The vectors at `rows`, in that order.
     pub fn rows(&self, rows: &[usize]) -> LatentBatch {
-        LatentBatch {
-            z: self.z.select(ndarray::Axis(0), rows),
-            cat: self.cat.iter().map(|code| rows.iter().map(|&r| code[r]).collect()).collect(),
-            cont: self.cont.select(ndarray::Axis(0), rows),
+        let mut out = LatentBatch::default();
+        self.rows_into(rows, &mut out);
+        out
+    }
+
+    /// `rows` into `out`, reusing its storage.
+    pub fn rows_into(&self, rows: &[usize], out: &mut LatentBatch) {
+        out.resize(rows.len(), self.z.ncols(), self.cat.len(), self.cont.ncols());
+        for (i, &r) in rows.iter().enumerate() {
+            out.z.row_mut(i).assign(&self.z.row(r));
+            out.cont.row_mut(i).assign(&self.cont.row(r));
+            for (to, from) in out.cat.iter_mut().zip(&self.cat) {
+                to[i] = from[r];
+            }
         }
+    }
+
+    /// `n` vectors of `width` entries with `cats` categorical and `cont` continuous
+    /// codes, all zero, in the storage already held where the sizes allow.
+    fn resize(&mut self, n: usize, width: usize, cats: usize, cont: usize) {
+        let zeroed = |a: &mut Array2<f32>, shape: (usize, usize)| {
+            if a.dim() == shape {
+                a.fill(0.0);
+            } else {
+                *a = Array2::zeros(shape);
+            }
+        };
+        zeroed(&mut self.z, (n, width));
+        zeroed(&mut self.cont, (n, cont));
+        self.cat.resize_with(cats, Vec::new);
+        self.cat.iter_mut().for_each(|code| code.resize(n, 0));
     }
 }
 
@@ -121,23 +154,68 @@ impl LatentSpec {
 
     /// Draws `n` latent vectors from the prior.
     pub fn sample(&self, n: usize, rng: &mut impl Rng) -> LatentBatch {
-        let noise = Array2::from_shape_simple_fn((n, self.noise), || rng.random_range(-1.0f32..=1.0));
-        let cat: Vec<Vec<usize>> =
-            self.categorical.iter().map(|&k| (0..n).map(|_| rng.random_range(0..k)).collect()).collect();
-        let cont = Array2::from_shape_simple_fn((n, self.continuous), || rng.random_range(-1.0f32..=1.0));
-        self.compose(&noise, &cat, &cont)
+        let mut out = LatentBatch::default();
+        self.sample_into(n, rng, &mut out);
+        out
+    }
+
+    /// `sample` into `out`, reusing its storage. The draws, in order: the noise
+    /// (row by row), each categorical code's `n` values, the continuous codes (row by
+    /// row).
+    pub fn sample_into(&self, n: usize, rng: &mut impl Rng, out: &mut LatentBatch) {
+        out.resize(n, self.size(), self.categorical.len(), self.continuous);
+        self.draw_noise(rng, out);
+        self.draw_codes(n, rng, out);
     }
 
     /// Draws `n` latent vectors (`n` even) in pairs for the mode-seeking term
     /// (`loss::mode_seeking`): vector `i + n/2` has the codes of vector `i` and noise of
     /// its own. Each vector is still a draw from the prior.
     pub fn sample_pairs(&self, n: usize, rng: &mut impl Rng) -> LatentBatch {
+        let mut out = LatentBatch::default();
+        self.sample_pairs_into(n, rng, &mut out);
+        out
+    }
+
+    /// `sample_pairs` into `out`, reusing its storage. The draws: those of `sample`
+    /// for the first `n/2` vectors, whose noise is then drawn again for all `n`.
+    pub fn sample_pairs_into(&self, n: usize, rng: &mut impl Rng, out: &mut LatentBatch) {
         assert!(n.is_multiple_of(2), "sample_pairs: {n} latent vectors do not pair up");
-        let first = self.sample(n / 2, rng);
-        let noise = Array2::from_shape_simple_fn((n, self.noise), || rng.random_range(-1.0f32..=1.0));
-        let cat: Vec<Vec<usize>> = first.cat.iter().map(|v| v.iter().chain(v).copied().collect()).collect();
-        let cont = ndarray::concatenate(ndarray::Axis(0), &[first.cont.view(), first.cont.view()]).expect("same width");
-        self.compose(&noise, &cat, &cont)
+        let half = n / 2;
+        out.resize(n, self.size(), self.categorical.len(), self.continuous);
+        draw_uniform(rng, out.z.slice_mut(s![..half, ..self.noise]));
+        self.draw_codes(half, rng, out);
+        self.draw_noise(rng, out);
+        let codes = self.noise..self.size();
+        let (first, mut second) = out.z.view_mut().split_at(ndarray::Axis(0), half);
+        second.slice_mut(s![.., codes.clone()]).assign(&first.slice(s![.., codes]));
+        let (first, mut second) = out.cont.view_mut().split_at(ndarray::Axis(0), half);
+        second.assign(&first);
+        for code in &mut out.cat {
+            code.copy_within(..half, half);
+        }
+    }
+
+    /// Every row's noise entries of `out.z`, drawn from `U[-1, 1]` row by row.
+    fn draw_noise(&self, rng: &mut impl Rng, out: &mut LatentBatch) {
+        draw_uniform(rng, out.z.slice_mut(s![.., ..self.noise]));
+    }
+
+    /// The codes of the first `n` rows of `out` (whose z is zero there): each
+    /// categorical code's values, set one-hot in z, then the continuous codes.
+    fn draw_codes(&self, n: usize, rng: &mut impl Rng, out: &mut LatentBatch) {
+        for (k, &values) in self.categorical.iter().enumerate() {
+            let offset = self.cat_offset(k);
+            for row in 0..n {
+                let v = rng.random_range(0..values);
+                out.cat[k][row] = v;
+                out.z[[row, offset + v]] = 1.0;
+            }
+        }
+        draw_uniform(rng, out.cont.slice_mut(s![..n, ..]));
+        let c0 = self.cont_offset();
+        let cont = out.cont.slice(s![..n, ..]);
+        out.z.slice_mut(s![..n, c0..c0 + self.continuous]).assign(&cont);
     }
 
     /// Puts chosen noise and codes together into generator inputs.
@@ -162,6 +240,11 @@ impl LatentSpec {
         z.slice_mut(s![.., c0..c0 + self.continuous]).assign(cont);
         LatentBatch { z, cat: cat.to_vec(), cont: cont.clone() }
     }
+}
+
+/// Each entry of `a` from `U[-1, 1]`, in row-major order.
+fn draw_uniform(rng: &mut impl Rng, mut a: ndarray::ArrayViewMut2<f32>) {
+    a.iter_mut().for_each(|v| *v = rng.random_range(-1.0f32..=1.0));
 }
 
 impl std::fmt::Display for LatentSpec {

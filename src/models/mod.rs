@@ -87,6 +87,11 @@ impl Discriminator {
         self.parts_mut().into_iter().flat_map(|(_, s)| s.params()).collect()
     }
 
+    /// `f` on every parameter in the order of `params` (trunk, D head, Q head).
+    pub fn visit_params(&mut self, f: &mut dyn FnMut(crate::layers::Param<'_>)) {
+        self.parts_mut().into_iter().for_each(|(_, s)| s.visit_params(f));
+    }
+
     pub fn zero_grad(&mut self) {
         self.parts_mut().into_iter().for_each(|(_, s)| s.zero_grad());
     }

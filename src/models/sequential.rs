@@ -70,6 +70,11 @@ impl Sequential {
         named.collect()
     }
 
+    /// `f` on every parameter in the order of `params`, unnamed and uncollected.
+    pub fn visit_params(&mut self, f: &mut dyn FnMut(Param<'_>)) {
+        self.layers.iter_mut().for_each(|(_, layer)| layer.visit_params(f));
+    }
+
     /// Every buffer (batch norm's running statistics), named `<layer>.<tensor>`.
     pub fn buffers(&mut self) -> Vec<NamedBuffer<'_>> {
         let named = self.layers.iter_mut().flat_map(|(name, layer)| {

@@ -91,7 +91,8 @@ pub fn load(path: &Path) -> Result<Trainer> {
     let augment = crate::layers::DiffAugment::new(config.diffaug);
     let step = parse_u64("step")?;
     let shards = crate::collective::Shards::single();
-    let mut trainer = Trainer { config, generator, discriminator, opt_g, opt_d, rng, augment, step, shards };
+    let scratch = super::StepScratch::default();
+    let mut trainer = Trainer { config, generator, discriminator, opt_g, opt_d, rng, augment, step, shards, scratch };
     trainer.set_comm(None);
     let g_shapes = shapes(trainer.generator.net.params());
     let d_shapes = shapes(trainer.discriminator.params());

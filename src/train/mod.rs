@@ -21,13 +21,16 @@ pub mod run_dir;
 
 pub use config::{ContStd, DEFAULT_BATCH_SIZE, DEFAULT_SEED, DEFAULT_STEPS, Recipe, TrainConfig, default_epochs};
 
-use ndarray::{Array2, Array4, ArrayView2, Axis, s};
+use ndarray::{Array2, Array4, ArrayView2, Axis, ShapeBuilder, s};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
+use crate::buffers;
 use crate::collective::Shards;
 use crate::layers::DiffAugment;
-use crate::loss::{bce_with_logits_part, cross_entropy_part, gaussian_nll_part, mode_seeking_sharded};
+use crate::loss::{
+    bce_with_logits_part, cross_entropy_part, gaussian_nll_part, gaussian_nll_sum, mode_seeking_sharded,
+};
 use crate::models::{self, Discriminator, Generator, LatentBatch, ModelKind};
 use crate::optim::Adam;
 
@@ -69,6 +72,8 @@ pub struct Trainer {
     /// ranks of a job (`collective`): `config.shards` on this process alone unless
     /// `set_comm` spreads them.
     pub shards: Shards,
+    /// What a step keeps for the next so as not to allocate it again.
+    pub(crate) scratch: StepScratch,
 }
 
 impl Trainer {
@@ -85,7 +90,18 @@ impl Trainer {
         let opt_d = Adam::new(config.lr_d, config.beta1, config.beta2);
         let augment = DiffAugment::new(config.diffaug);
         let shards = Shards::new(config.shards, None);
-        Trainer { config, generator, discriminator, opt_g, opt_d, rng, augment, step: 0, shards }
+        Trainer {
+            config,
+            generator,
+            discriminator,
+            opt_g,
+            opt_d,
+            rng,
+            augment,
+            step: 0,
+            shards,
+            scratch: StepScratch::default(),
+        }
     }
 
     /// Spreads the step's shards over the ranks of `comm` (or keeps them here with
@@ -113,22 +129,34 @@ impl Trainer {
     ///
     /// real: [N, C, H, W] in [-1, 1]
     pub fn train_step(&mut self, real: Array4<f32>) -> StepStats {
-        let shards = self.shards.clone();
-        self.layers_see(&shards);
-        let stats = self.step_on_shards(real, &shards);
-        self.layers_see(&Shards::single());
+        let mut stats = StepStats::default();
+        self.train_step_into(real, &mut stats);
         stats
     }
 
-    fn step_on_shards(&mut self, real: Array4<f32>, shards: &Shards) -> StepStats {
+    /// `train_step`, writing what it measured into `stats`. Once a few steps have run,
+    /// a step on a single shard allocates nothing (`tests/allocations.rs`): the
+    /// tensors' storage comes back from `buffers`, the rest is kept in `StepScratch`.
+    pub fn train_step_into(&mut self, real: Array4<f32>, stats: &mut StepStats) {
+        let shards = self.shards.clone();
+        self.layers_see(&shards);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        self.step_on_shards(real, &shards, &mut scratch, stats);
+        self.scratch = scratch;
+        self.layers_see(&Shards::single());
+    }
+
+    fn step_on_shards(&mut self, real: Array4<f32>, shards: &Shards, scratch: &mut StepScratch, stats: &mut StepStats) {
         let (n, _, height, width) = real.dim();
         let batch = n * shards.ranks();
         let seeking = self.config.mode_seeking > 0.0;
-        let real_rows = local_rows(shards, batch, false);
-        let g_rows = local_rows(shards, batch, seeking);
-        let latent = self.draw_latent(batch).rows(&g_rows);
-        let fake = self.generator.forward(latent.z.clone());
+        local_rows_into(shards, batch, false, &mut scratch.real_rows);
+        local_rows_into(shards, batch, seeking, &mut scratch.g_rows);
+        self.draw_latent(batch, &mut scratch.drawn);
+        scratch.drawn.rows_into(&scratch.g_rows, &mut scratch.latent);
+        let mut fake = self.generator.forward(buffers::copy(&scratch.latent.z));
         let info_gan = self.config.model == ModelKind::InfoGan;
+        let (one, zero) = (1f32, 0f32);
         let d = &mut self.discriminator;
 
         // D step on the real and the generated batch (G is not updated here). Both go
@@ -139,49 +167,58 @@ impl Trainer {
         d.set_requires_grad(true);
         d.trunk.set_groups(2);
         let both = stack_groups(shards, &[real.view(), fake.view()]);
+        // The caller's batch is not given to the pool, which would keep one more for
+        // every step of a loop that makes each batch afresh.
+        drop(real);
         let augmented = !self.config.diffaug.is_none();
         // DiffAugment: every image its own draw, the whole real batch's then the whole
         // generated batch's; D only ever sees augmented images.
         let both = if augmented {
-            let params = self.augment.sample(2 * batch, height, width, &mut self.rng);
-            let own = |s: usize| {
+            self.augment.draw(2 * batch, height, width, &mut self.rng);
+            let (real_rows, g_rows) = (&scratch.real_rows, &scratch.g_rows);
+            let own = move |s: usize| {
                 let rows = shards.rows(s, n);
-                let real = real_rows[rows.clone()].iter().map(|&r| params[r]);
-                real.chain(g_rows[rows].iter().map(|&r| params[batch + r])).collect::<Vec<_>>()
+                let real = real_rows[rows.clone()].iter().copied();
+                real.chain(g_rows[rows].iter().map(move |&r| batch + r))
             };
-            self.augment.forward_with(both, (0..shards.local()).flat_map(own).collect())
+            self.augment.forward_picked(both, (0..shards.local()).flat_map(own))
         } else {
             both
         };
         let h = d.features(both);
         d.trunk.set_groups(1);
-        let logits = d.d_logits(h.clone());
+        let logits = d.d_logits(buffers::copy(&h));
         let (real_logits, fake_logits) = (take_group(shards, logits.view(), 0), take_group(shards, logits.view(), 1));
-        let (loss_real, dlogits_real) = bce_with_logits_part(real_logits.view(), ones(&real_logits).view(), batch);
-        let (loss_fake, dlogits_fake) =
-            bce_with_logits_part(fake_logits.view(), Array2::zeros(fake_logits.raw_dim()).view(), batch);
+        buffers::give(logits);
+        let (loss_real, dlogits_real) = bce_with_logits_part(real_logits.view(), filled(&real_logits, &one), batch);
+        let (loss_fake, dlogits_fake) = bce_with_logits_part(fake_logits.view(), filled(&fake_logits, &zero), batch);
         let q = d.q_outputs(take_group(shards, h.view(), 1));
-        let info = info_loss_part(&self.config, self.step, &q, &latent, batch);
+        buffers::give(h);
+        scratch.info_sums.clear();
+        let dq = info_loss_part(&self.config, self.step, &q, &scratch.latent, batch, &mut scratch.info_sums);
+        buffers::give(q);
         let dlogits = stack_groups(shards, &[dlogits_real.view(), dlogits_fake.view()]);
+        buffers::give(dlogits_real);
+        buffers::give(dlogits_fake);
         let mut dh = d.d_head.backward(dlogits.into_dyn());
-        let dh_q = d.q_head.backward(info.dq.into_dyn());
+        let dh_q = d.q_head.backward(dq.into_dyn()).into_dimensionality().expect("Q head's input is [N, F]");
         if info_gan {
-            let dh_q = dh_q.into_dimensionality().expect("Q head's input is [N, F]");
             add_to_group(shards, &mut dh, &dh_q, 1);
         }
+        buffers::give(dh_q);
         d.trunk.backward_params(dh);
-        self.opt_d.update(d.params().into_iter().map(|p| p.param).collect());
+        self.opt_d.update_each(|f| d.visit_params(f));
 
         // G step: the same generated batch (or, with `fresh_g_latent`, one from a new
         // latent batch) through the updated D, whose parameters are frozen: gradients
         // only pass through to G.
-        let (latent, fake) = if self.config.fresh_g_latent {
-            let fresh = self.draw_latent(batch).rows(&g_rows);
-            let images = self.generator.forward(fresh.z.clone());
-            (fresh, images)
-        } else {
-            (latent, fake)
-        };
+        if self.config.fresh_g_latent {
+            buffers::give(fake);
+            self.draw_latent(batch, &mut scratch.drawn);
+            scratch.drawn.rows_into(&scratch.g_rows, &mut scratch.latent);
+            fake = self.generator.forward(buffers::copy(&scratch.latent.z));
+        }
+        let latent = &scratch.latent;
         let d = &mut self.discriminator;
         self.generator.net.zero_grad();
         d.set_requires_grad(false);
@@ -192,49 +229,90 @@ impl Trainer {
             d * self.config.mode_seeking
         });
         let fake = if augmented {
-            let params = self.augment.sample(batch, height, width, &mut self.rng);
-            self.augment.forward_with(fake, g_rows.iter().map(|&r| params[r]).collect())
+            self.augment.draw(batch, height, width, &mut self.rng);
+            self.augment.forward_picked(fake, scratch.g_rows.iter().copied())
         } else {
             fake
         };
         let h = d.features(fake);
-        let logits = d.d_logits(h.clone());
-        let (g_loss, dlogits) = bce_with_logits_part(logits.view(), ones(&logits).view(), batch);
+        let logits = d.d_logits(buffers::copy(&h));
+        let (g_loss, dlogits) = bce_with_logits_part(logits.view(), filled(&logits, &one), batch);
+        buffers::give(logits);
         let mut dh = d.d_head.backward(dlogits.into_dyn());
         if info_gan {
             let q = d.q_outputs(h);
-            let info_g = info_loss_part(&self.config, self.step, &q, &latent, batch);
-            dh += &d.q_head.backward(info_g.dq.into_dyn());
+            scratch.g_info_sums.clear();
+            let dq = info_loss_part(&self.config, self.step, &q, latent, batch, &mut scratch.g_info_sums);
+            buffers::give(q);
+            let dh_q = d.q_head.backward(dq.into_dyn());
+            dh += &dh_q;
+            buffers::give(dh_q);
+        } else {
+            buffers::give(h);
         }
         let dfake = d.trunk.backward(dh).into_dimensionality().expect("trunk input is [N, C, H, W]");
         let mut dfake = if augmented { self.augment.backward(dfake) } else { dfake };
         if let Some(d) = dseek {
             dfake += &d;
+            buffers::give(d);
         }
         d.set_requires_grad(true);
-        self.generator.backward(dfake);
-        self.opt_g.update(self.generator.net.params().into_iter().map(|p| p.param).collect());
+        buffers::give(self.generator.backward(dfake));
+        self.opt_g.update_each(|f| self.generator.net.visit_params(f));
 
         self.step += 1;
         // The losses' sums over the batch, added over the ranks (in the ranks' order:
         // these figures are reported, they change no weight).
         let probability_sum = |l: &Array2<f32>| l.iter().map(|&z| crate::layers::activation::sigmoid(z) as f64).sum();
-        let mut sums = vec![loss_real, loss_fake, g_loss, probability_sum(&real_logits), probability_sum(&fake_logits)];
-        sums.extend(&info.sums);
+        let sums = &mut scratch.sums;
+        sums.clear();
+        sums.extend([loss_real, loss_fake, g_loss, probability_sum(&real_logits), probability_sum(&fake_logits)]);
+        sums.extend(&scratch.info_sums);
+        buffers::give(real_logits);
+        buffers::give(fake_logits);
         if let Some(c) = shards.comm() {
-            c.sum_f64(&mut sums);
+            c.sum_f64(sums);
         }
         let mean = |sum: f64| (sum / batch.max(1) as f64) as f32;
-        let info = InfoLoss::from_sums(&self.config, self.step - 1, &sums[5..], batch);
-        StepStats {
-            d_loss: (mean(sums[0]) + mean(sums[1])) as f64,
-            g_loss: mean(sums[2]) as f64,
-            info_loss: info.loss,
-            d_real: sums[3] / batch.max(1) as f64,
-            d_fake: sums[4] / batch.max(1) as f64,
-            code_losses: info.code_losses,
-        }
+        stats.info_loss =
+            InfoLoss::from_sums_into(&self.config, self.step - 1, &sums[5..], batch, &mut stats.code_losses);
+        stats.d_loss = (mean(sums[0]) + mean(sums[1])) as f64;
+        stats.g_loss = mean(sums[2]) as f64;
+        stats.d_real = sums[3] / batch.max(1) as f64;
+        stats.d_fake = sums[4] / batch.max(1) as f64;
     }
+}
+
+/// What a step keeps from one to the next so as not to allocate it again: the rows
+/// of the batch this process holds, the latent batch drawn and its local rows, and
+/// the sums of the losses.
+#[derive(Default)]
+pub struct StepScratch {
+    real_rows: Vec<usize>,
+    g_rows: Vec<usize>,
+    drawn: LatentBatch,
+    latent: LatentBatch,
+    info_sums: Vec<f64>,
+    g_info_sums: Vec<f64>,
+    sums: Vec<f64>,
+}
+
+/// A view of `like`'s shape whose every element is `value`, without storage.
+fn filled<'a, S: ndarray::Data<Elem = f32>>(
+    like: &ndarray::ArrayBase<S, ndarray::Ix2>,
+    value: &'a f32,
+) -> ArrayView2<'a, f32> {
+    ArrayView2::from_shape(like.raw_dim().strides(ndarray::Ix2(0, 0)), std::slice::from_ref(value))
+        .expect("zero strides fit one element")
+}
+
+/// Runs `f` on a thread of rayon's global pool (at once if this is one) and waits
+/// for it. Parallel loops started from outside the pool are each injected into a
+/// shared queue, which allocates a block for every 63 of them; started from a
+/// worker, they go on that worker's own deque, which keeps its storage. A training
+/// loop run this way allocates nothing in a step (`tests/allocations.rs`).
+pub fn on_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
 }
 
 /// The rows of a global batch of `n` that the local shards of `shards` hold, in their
@@ -243,18 +321,24 @@ impl Trainer {
 /// `t n/2S ..` and `n/2 + t n/2S ..`, so that every pair is in one shard. On a single
 /// shard: every row in order.
 pub fn local_rows(shards: &Shards, n: usize, paired: bool) -> Vec<usize> {
+    let mut rows = Vec::new();
+    local_rows_into(shards, n, paired, &mut rows);
+    rows
+}
+
+/// `local_rows` into `rows`, reusing its storage.
+fn local_rows_into(shards: &Shards, n: usize, paired: bool, rows: &mut Vec<usize>) {
     let total = shards.total();
     let first = shards.rank() * shards.local();
     let (per, half) = (n / total, n / (2 * total));
-    (first..first + shards.local())
-        .flat_map(|t| {
-            if paired {
-                (t * half..(t + 1) * half).chain(n / 2 + t * half..n / 2 + (t + 1) * half).collect::<Vec<_>>()
-            } else {
-                (t * per..(t + 1) * per).collect()
-            }
-        })
-        .collect()
+    rows.clear();
+    for t in first..first + shards.local() {
+        if paired {
+            rows.extend((t * half..(t + 1) * half).chain(n / 2 + t * half..n / 2 + (t + 1) * half));
+        } else {
+            rows.extend(t * per..(t + 1) * per);
+        }
+    }
 }
 
 /// The batches `parts` (each `[N, ...]`, the same shape) stacked along N shard by
@@ -265,18 +349,31 @@ fn stack_groups<D: ndarray::Dimension + ndarray::RemoveAxis>(
     parts: &[ndarray::ArrayView<f32, D>],
 ) -> ndarray::Array<f32, D> {
     let n = parts[0].shape()[0];
-    let pieces: Vec<_> = (0..shards.local())
-        .flat_map(|s| parts.iter().map(move |p| p.slice_axis(Axis(0), shards.rows(s, n).into())))
-        .collect();
-    ndarray::concatenate(Axis(0), &pieces).expect("parts of one shape")
+    let mut shape = parts[0].raw_dim();
+    shape[0] = n * parts.len();
+    let rows_out = shape[0];
+    let mut out = buffers::take(shape);
+    let pieces =
+        (0..shards.local()).flat_map(|s| parts.iter().map(move |p| p.slice_axis(Axis(0), shards.rows(s, n).into())));
+    let mut at = 0;
+    for piece in pieces {
+        let rows = piece.shape()[0];
+        out.slice_axis_mut(Axis(0), (at..at + rows).into()).assign(&piece);
+        at += rows;
+    }
+    assert_eq!(at, rows_out, "stack_groups: parts of one shape");
+    out
 }
 
 /// Part `g` of two stacked by `stack_groups`. x: [2N, F] -> [N, F]
 fn take_group(shards: &Shards, x: ArrayView2<f32>, g: usize) -> Array2<f32> {
     let per = x.nrows() / (2 * shards.local());
-    let pieces: Vec<_> =
-        (0..shards.local()).map(|s| x.slice(s![(2 * s + g) * per..(2 * s + g + 1) * per, ..])).collect();
-    ndarray::concatenate(Axis(0), &pieces).expect("rows of one width")
+    let mut out = buffers::take((per * shards.local(), x.ncols()));
+    for s in 0..shards.local() {
+        out.slice_mut(s![s * per..(s + 1) * per, ..])
+            .assign(&x.slice(s![(2 * s + g) * per..(2 * s + g + 1) * per, ..]));
+    }
+    out
 }
 
 /// Adds `dpart: [N, F]` into part `g` of `dx: [2N, F]`, two parts stacked by
@@ -289,18 +386,14 @@ fn add_to_group(shards: &Shards, dx: &mut ndarray::ArrayD<f32>, dpart: &Array2<f
     }
 }
 
-fn ones(like: &Array2<f32>) -> Array2<f32> {
-    Array2::ones(like.raw_dim())
-}
-
 impl Trainer {
-    /// A latent batch of `n` from the prior: in pairs sharing their codes when mode
-    /// seeking is on.
-    fn draw_latent(&mut self, n: usize) -> LatentBatch {
+    /// A latent batch of `n` from the prior into `out`: in pairs sharing their codes
+    /// when mode seeking is on.
+    fn draw_latent(&mut self, n: usize, out: &mut LatentBatch) {
         if self.config.mode_seeking > 0.0 {
-            self.config.arch.latent.sample_pairs(n, &mut self.rng)
+            self.config.arch.latent.sample_pairs_into(n, &mut self.rng, out)
         } else {
-            self.config.arch.latent.sample(n, &mut self.rng)
+            self.config.arch.latent.sample_into(n, &mut self.rng, out)
         }
     }
 }
@@ -322,77 +415,92 @@ pub struct InfoLoss {
     pub code_losses: Vec<f64>,
 }
 
-/// The information loss of some rows of a batch: its gradient, and the sums over
-/// those rows from which `InfoLoss::from_sums` makes the losses once they are added
-/// over every shard.
-pub struct InfoPart {
-    /// dq: [rows, Q], the gradient of the whole batch's loss
-    pub dq: Array2<f32>,
-    /// The CE sum of each categorical code; then, with continuous codes, the NLL sum
-    /// over all of them and that of each.
-    pub sums: Vec<f64>,
-}
-
 /// Splits Q's outputs `q: [N, Q]` into each categorical code's logits, the continuous
 /// codes' means and log standard deviations, and scores them against the sampled
 /// codes: cross-entropy for categorical codes (weighted as at optimizer step `step`),
 /// the Gaussian NLL for continuous ones.
 pub fn info_loss(config: &TrainConfig, step: u64, q: &Array2<f32>, latent: &LatentBatch) -> InfoLoss {
-    let part = info_loss_part(config, step, q, latent, q.nrows());
-    InfoLoss { dq: part.dq, ..InfoLoss::from_sums(config, step, &part.sums, q.nrows()) }
+    let mut sums = Vec::new();
+    let dq = info_loss_part(config, step, q, latent, q.nrows(), &mut sums);
+    InfoLoss { dq, ..InfoLoss::from_sums(config, step, &sums, q.nrows()) }
 }
 
-/// `info_loss` of the rows `q: [rows, Q]` of a batch of `batch` rows in all.
+/// `info_loss` of the rows `q: [rows, Q]` of a batch of `batch` rows in all: the
+/// gradient dq: [rows, Q] of the whole batch's loss, and, appended to `sums`, the sums
+/// over those rows from which `InfoLoss::from_sums` makes the losses once they are
+/// added over every shard (the CE sum of each categorical code; then, with continuous
+/// codes, the NLL sum over all of them and that of each).
 pub fn info_loss_part(
     config: &TrainConfig,
     step: u64,
     q: &Array2<f32>,
     latent: &LatentBatch,
     batch: usize,
-) -> InfoPart {
+    sums: &mut Vec<f64>,
+) -> Array2<f32> {
     let spec = &config.arch.latent;
     let lambda_cat = config.lambda_cat_at(step);
-    let mut dq = Array2::zeros(q.raw_dim());
-    let mut sums = Vec::new();
+    let mut dq = buffers::zeros(q.raw_dim());
     let mut col = 0;
+    let scaled_into = |mut to: ndarray::ArrayViewMut2<f32>, mut grad: Array2<f32>, weight: f32| {
+        grad *= weight;
+        to.assign(&grad);
+        buffers::give(grad);
+    };
     for (k, &values) in spec.categorical.iter().enumerate() {
         let (ce, dlogits) = cross_entropy_part(q.slice(s![.., col..col + values]), &latent.cat[k], batch);
         sums.push(ce);
-        dq.slice_mut(s![.., col..col + values]).assign(&(dlogits * lambda_cat));
+        scaled_into(dq.slice_mut(s![.., col..col + values]), dlogits, lambda_cat);
         col += values;
     }
     let c = spec.continuous;
     if c > 0 {
         let mean = q.slice(s![.., col..col + c]);
         // With the std fixed at 1 the log-std is 0, a constant instead of Q's outputs.
-        let unit_std: Option<Array2<f32>> = (config.cont_std == ContStd::Fixed).then(|| Array2::zeros(mean.raw_dim()));
-        let logstd = unit_std.as_ref().map_or_else(|| q.slice(s![.., col + c..col + 2 * c]), |z| z.view());
+        let logstd = match config.cont_std {
+            ContStd::Fixed => filled(&q.slice(s![.., col..col + c]), &0.0),
+            ContStd::Learned => q.slice(s![.., col + c..col + 2 * c]),
+        };
         let (nll, dmean, dlogstd) = gaussian_nll_part(latent.cont.view(), mean, logstd, batch * c);
         sums.push(nll);
-        dq.slice_mut(s![.., col..col + c]).assign(&(dmean * config.lambda_cont));
+        scaled_into(dq.slice_mut(s![.., col..col + c]), dmean, config.lambda_cont);
         if config.cont_std == ContStd::Learned {
-            dq.slice_mut(s![.., col + c..col + 2 * c]).assign(&(dlogstd * config.lambda_cont));
+            scaled_into(dq.slice_mut(s![.., col + c..col + 2 * c]), dlogstd, config.lambda_cont);
+        } else {
+            buffers::give(dlogstd);
         }
         for j in 0..c {
-            let pick = |a: ArrayView2<f32>| a.slice(s![.., j..j + 1]).to_owned();
-            let (nll_j, _, _) =
-                gaussian_nll_part(pick(latent.cont.view()).view(), pick(mean).view(), pick(logstd).view(), batch);
-            sums.push(nll_j);
+            let cols = s![.., j..j + 1];
+            sums.push(gaussian_nll_sum(latent.cont.slice(cols), mean.slice(cols), logstd.slice(cols)));
         }
     }
-    InfoPart { dq, sums }
+    dq
 }
 
 impl InfoLoss {
-    /// The losses of a batch of `batch` rows from the sums of `InfoPart::sums` over
+    /// The losses of a batch of `batch` rows from the sums of `info_loss_part` over
     /// all of it (`dq` left empty).
     pub fn from_sums(config: &TrainConfig, step: u64, sums: &[f64], batch: usize) -> InfoLoss {
+        let mut code_losses = Vec::new();
+        let loss = InfoLoss::from_sums_into(config, step, sums, batch, &mut code_losses);
+        InfoLoss { loss, dq: Array2::zeros((0, 0)), code_losses }
+    }
+
+    /// `from_sums` writing the per-code losses into `code_losses`; returns the
+    /// weighted loss.
+    pub fn from_sums_into(
+        config: &TrainConfig,
+        step: u64,
+        sums: &[f64],
+        batch: usize,
+        code_losses: &mut Vec<f64>,
+    ) -> f64 {
         let spec = &config.arch.latent;
         let lambda_cat = config.lambda_cat_at(step);
         let cats = spec.categorical.len();
         let mean = |sum: f64, count: usize| (sum / count.max(1) as f64) as f32;
         let mut loss = 0f64;
-        let mut code_losses = Vec::new();
+        code_losses.clear();
         for &ce in &sums[..cats] {
             let ce = mean(ce, batch);
             loss += lambda_cat as f64 * ce as f64;
@@ -402,7 +510,7 @@ impl InfoLoss {
             loss += config.lambda_cont as f64 * mean(sums[cats], batch * spec.continuous) as f64;
             code_losses.extend(sums[cats + 1..].iter().map(|&s| mean(s, batch) as f64));
         }
-        InfoLoss { loss, dq: Array2::zeros((0, 0)), code_losses }
+        loss
     }
 }
 
