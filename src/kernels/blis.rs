@@ -4,11 +4,12 @@
 //! result does not depend on the thread count).
 
 use std::cell::RefCell;
+use std::sync::Mutex;
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, s};
 use rayon::prelude::*;
 
-use super::gemm::{KC, MIN_PARALLEL_MACS, Split, block_plan, depth_split};
+use super::gemm::{KC, MAX_BLOCKS, MIN_PARALLEL_MACS, Split, block_plan, depth_split};
 use super::microkernel::MicroKernel;
 use super::pack::{PackBuf, packed_b_len};
 
@@ -77,7 +78,23 @@ fn fast_rows<K: MicroKernel>(alpha: f32, a: ArrayView2<f32>, b: ArrayView2<f32>,
     let n = b.ncols();
     let plan = block_plan(m, k, n);
     if plan.split == Split::Depth && plan.count > 1 {
-        depth_split(alpha, a, b, beta, c, plan, fast_rows_serial::<K>);
+        // Each slice of K packs its part of A into its own part of one buffer of the
+        // calling thread's: whichever thread runs a slice, no thread's buffer grows.
+        let depth = |p: usize| p * plan.size..((p + 1) * plan.size).min(k);
+        let need = |p: usize| packed_a_need::<K>(a.slice(s![.., depth(p)]), n);
+        let total = (0..plan.count).map(need).sum();
+        let mut buf = A_PACK.with(|b| b.borrow_mut().pop().unwrap_or_default());
+        let mut rest = buf.get(total);
+        let parts: [Mutex<&mut [f32]>; MAX_BLOCKS] = std::array::from_fn(|p| {
+            let (part, tail) = std::mem::take(&mut rest).split_at_mut(if p < plan.count { need(p) } else { 0 });
+            rest = tail;
+            Mutex::new(part)
+        });
+        depth_split(alpha, a, b, beta, c, plan, |p, alpha, a, b, beta, c| {
+            let mut part = parts[p].lock().unwrap_or_else(|e| e.into_inner());
+            fast_rows_serial::<K>(&mut part, alpha, a, b, beta, c)
+        });
+        A_PACK.with(|b| b.borrow_mut().push(buf));
         return;
     }
     with_packed_a::<K>(a, m * k * n >= MIN_PARALLEL_MACS, n, |pa| run_tasks::<K>(alpha, pa, b, beta, c));
@@ -135,8 +152,10 @@ pub(super) fn packed_lhs<K: MicroKernel>(
     });
 }
 
-/// `fast_rows` on the calling thread alone (one slice of a depth split).
+/// `fast_rows` on the calling thread alone (one slice of a depth split), with A
+/// packed into `data` (`packed_a_need` floats).
 fn fast_rows_serial<K: MicroKernel>(
+    data: &mut [f32],
     alpha: f32,
     a: ArrayView2<f32>,
     b: ArrayView2<f32>,
@@ -146,14 +165,13 @@ fn fast_rows_serial<K: MicroKernel>(
     let (m, n) = c.dim();
     let rsc = c.strides()[0].max(0) as usize;
     let base = TilePtr(c.as_mut_ptr());
-    with_packed_a::<K>(a, false, n, |pa| {
-        for c0 in (0..n).step_by(NC) {
-            let cols = NC.min(n - c0);
-            // SAFETY: column c0 of row 0 is inside C, which this call borrows mutably.
-            let tile = unsafe { base.at(c0) };
-            task::<K>(alpha, pa, 0..m, b.slice(s![.., c0..c0 + cols]), beta, tile, rsc);
-        }
-    });
+    let pa = pack_a_into::<K>(a, false, n, data);
+    for c0 in (0..n).step_by(NC) {
+        let cols = NC.min(n - c0);
+        // SAFETY: column c0 of row 0 is inside C, which this call borrows mutably.
+        let tile = unsafe { base.at(c0) };
+        task::<K>(alpha, &pa, 0..m, b.slice(s![.., c0..c0 + cols]), beta, tile, rsc);
+    }
 }
 
 /// The tasks' block of rows and of columns of C. Any grid gives the same bits (it
@@ -234,25 +252,50 @@ const IN_PLACE_MAX_N: usize = 2048;
 /// Packing A once for the whole call, rather than in every task, matters when C is
 /// cut into many column blocks.
 fn with_packed_a<K: MicroKernel>(a: ArrayView2<f32>, parallel: bool, n: usize, f: impl FnOnce(&PackedA)) {
-    let (m, k) = a.dim();
-    let mpad = m.next_multiple_of(K::MR);
     // Taken off the thread-local stack for the call, so that the tasks this thread
     // runs meanwhile (which use only B_PACK) never find it borrowed, and a GEMM nested
     // in `f` takes a buffer of its own.
     let mut buf = A_PACK.with(|b| b.borrow_mut().pop().unwrap_or_default());
-    if let Some((flat, lda)) = super::pack::lines(a).filter(|_| K::READS_A_IN_PLACE && m >= K::MR && n < IN_PLACE_MAX_N)
-    {
+    f(&pack_a_into::<K>(a, parallel, n, buf.get(packed_a_need::<K>(a, n))));
+    A_PACK.with(|b| b.borrow_mut().push(buf));
+}
+
+/// A read in place (rows adjacent in memory, the product narrow enough): its flat
+/// storage and the distance between consecutive `p`.
+fn in_place<'a, K: MicroKernel>(a: &ArrayView2<'a, f32>, n: usize) -> Option<(&'a [f32], usize)> {
+    super::pack::lines(*a).filter(|_| K::READS_A_IN_PLACE && a.nrows() >= K::MR && n < IN_PLACE_MAX_N)
+}
+
+/// The floats `pack_a_into` writes for `a` in a product `n` columns wide.
+fn packed_a_need<K: MicroKernel>(a: ArrayView2<f32>, n: usize) -> usize {
+    let (m, k) = a.dim();
+    match in_place::<K>(&a, n) {
+        Some(_) if m % K::MR == 0 => 0,
+        Some(_) => K::MR * k,
+        None => m.next_multiple_of(K::MR) * k,
+    }
+}
+
+/// A packed into `data` (`packed_a_need` floats), or read in place with only its
+/// ragged last panel packed there.
+fn pack_a_into<'a, K: MicroKernel>(
+    a: ArrayView2<'a, f32>,
+    parallel: bool,
+    n: usize,
+    data: &'a mut [f32],
+) -> PackedA<'a> {
+    let (m, k) = a.dim();
+    let mpad = m.next_multiple_of(K::MR);
+    if let Some((flat, lda)) = in_place::<K>(&a, n) {
         let tail_row = m / K::MR * K::MR;
-        let data = buf.get(if tail_row < m { K::MR * k } else { 0 });
         if tail_row < m {
             for (blk, dst) in data.chunks_mut(K::MR * KC).enumerate() {
                 let pc = blk * KC;
                 K::pack_a(a.slice(s![tail_row.., pc..pc + KC.min(k - pc)]), dst);
             }
         }
-        f(&PackedA { data, mpad, k, place: Some(InPlace { flat, lda, tail_row }) });
+        PackedA { data, mpad, k, place: Some(InPlace { flat, lda, tail_row }) }
     } else {
-        let data = buf.get(mpad * k);
         let pack = |(blk, dst): (usize, &mut [f32])| {
             let pc = blk * KC;
             K::pack_a(a.slice(s![.., pc..pc + KC.min(k - pc)]), dst);
@@ -262,9 +305,8 @@ fn with_packed_a<K: MicroKernel>(a: ArrayView2<f32>, parallel: bool, n: usize, f
         } else {
             data.chunks_mut(mpad * KC).enumerate().for_each(pack);
         }
-        f(&PackedA { data, mpad, k, place: None });
+        PackedA { data, mpad, k, place: None }
     }
-    A_PACK.with(|b| b.borrow_mut().push(buf));
 }
 
 /// One task: `C[rows, cols] = alpha A[rows, ..] B + beta C[rows, cols]` on this thread,
@@ -283,6 +325,10 @@ fn task<K: MicroKernel>(
     let n = b.ncols();
     B_PACK.with(|bpack| {
         let bpack = &mut *bpack.borrow_mut();
+        // Sized for the largest block a task can have, at once: which thread runs
+        // which task changes from call to call, and a buffer that grew only when its
+        // thread first met the widest block would still allocate steps later.
+        bpack.reserve(packed_b_len(KC, NC.max(K::NR), K::NR));
         for pc in (0..k).step_by(KC) {
             let kc = KC.min(k - pc);
             let bp = bpack.get(packed_b_len(kc, n, K::NR));

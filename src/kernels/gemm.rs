@@ -58,7 +58,7 @@ const BLOCK_ALIGN: usize = 64;
 /// others (B when rows are split, A when columns are), so more blocks cost more
 /// packing; 4 leaves room for load balancing on a shared machine with 2 cores
 /// (measured: 4 beat 2 and 8 on the model's shapes in training steps).
-const MAX_BLOCKS: usize = 4;
+pub(super) const MAX_BLOCKS: usize = 4;
 
 /// Each block keeps at least this many rows (or columns) so that the repeated packing
 /// of the shared operand stays a few percent of the block's arithmetic.
@@ -126,13 +126,15 @@ fn portable(alpha: f32, a: ArrayView2<f32>, b: ArrayView2<f32>, beta: f32, mut c
             let c_parts: Vec<_> = c.axis_chunks_iter_mut(Axis(1), blocks.size).collect();
             b_parts.into_par_iter().zip(c_parts).for_each(|(b, c)| sgemm_block(alpha, a, b, beta, c));
         }
-        Split::Depth => depth_split(alpha, a, b, beta, c, blocks, sgemm_block),
+        Split::Depth => {
+            depth_split(alpha, a, b, beta, c, blocks, |_, alpha, a, b, beta, c| sgemm_block(alpha, a, b, beta, c))
+        }
     }
 }
 
-/// Slice p of K gives the partial product `A[:, p] B[p, :]`, computed by `block` on
-/// one thread into scratch kept by the calling thread; then C takes beta C plus the
-/// partials, added in order.
+/// Slice p of K gives the partial product `A[:, p] B[p, :]`, computed by `block` (told
+/// `p`) on one thread into scratch kept by the calling thread; then C takes beta C
+/// plus the partials, added in order.
 pub(super) fn depth_split(
     alpha: f32,
     a: ArrayView2<f32>,
@@ -140,7 +142,7 @@ pub(super) fn depth_split(
     beta: f32,
     mut c: ArrayViewMut2<f32>,
     blocks: BlockPlan,
-    block: impl Fn(f32, ArrayView2<f32>, ArrayView2<f32>, f32, ArrayViewMut2<f32>) + Sync,
+    block: impl Fn(usize, f32, ArrayView2<f32>, ArrayView2<f32>, f32, ArrayViewMut2<f32>) + Sync,
 ) {
     thread_local! {
         static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -152,7 +154,7 @@ pub(super) fn depth_split(
     scratch.par_chunks_exact_mut(m * n).enumerate().for_each(|(p, partial)| {
         let depth = p * blocks.size..((p + 1) * blocks.size).min(k);
         let partial = ArrayViewMut2::from_shape((m, n), partial).expect("m*n");
-        block(alpha, a.slice(s![.., depth.clone()]), b.slice(s![depth, ..]), 0.0, partial);
+        block(p, alpha, a.slice(s![.., depth.clone()]), b.slice(s![depth, ..]), 0.0, partial);
     });
     let mut partials = scratch.chunks_exact(m * n).map(|p| ArrayView2::from_shape((m, n), p).expect("m*n"));
     let first = partials.next().expect("at least one slice");

@@ -15,6 +15,7 @@
 use ndarray::{ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, ArrayViewMut3, ArrayViewMut4, Axis};
 use rayon::prelude::*;
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Marks a window position that falls on the zero padding in a gather table.
 const PADDING: u32 = u32::MAX;
@@ -398,11 +399,19 @@ thread_local! {
     static PHASE_BLOCK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` on this thread's phase block, `len` zeros.
+/// The longest phase block any thread has used.
+static PHASE_BLOCK_MOST: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs `f` on this thread's phase block, `len` zeros. Every block is given the room
+/// of the longest any thread has used: which thread unfolds which image changes from
+/// call to call, and a block that grew only when its thread first met the longest
+/// would still allocate steps later.
 fn with_phase_block(len: usize, f: impl FnOnce(&mut [f32])) {
+    let most = PHASE_BLOCK_MOST.fetch_max(len, Ordering::Relaxed).max(len);
     PHASE_BLOCK.with(|block| {
         let block = &mut *block.borrow_mut();
         block.clear();
+        block.reserve(most);
         block.resize(len, 0.0);
         f(block);
     });

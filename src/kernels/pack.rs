@@ -25,11 +25,17 @@ pub(crate) struct PackBuf {
 }
 
 impl PackBuf {
-    /// `len` floats starting on a 64-byte boundary; the contents are unspecified.
-    pub(crate) fn get(&mut self, len: usize) -> &mut [f32] {
+    /// Room for `len` floats from now on, so that a later `get` of at most `len`
+    /// does not allocate.
+    pub(crate) fn reserve(&mut self, len: usize) {
         if self.raw.len() < len + ALIGN {
             self.raw.resize(len + ALIGN, 0.0);
         }
+    }
+
+    /// `len` floats starting on a 64-byte boundary; the contents are unspecified.
+    pub(crate) fn get(&mut self, len: usize) -> &mut [f32] {
+        self.reserve(len);
         let misalign = (self.raw.as_ptr() as usize / 4) % ALIGN;
         let start = (ALIGN - misalign) % ALIGN;
         &mut self.raw[start..start + len]
