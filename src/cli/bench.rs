@@ -81,9 +81,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
         crate::train::memory::training_bytes(&mut trainer),
         &format!("a step at batch {}", config.batch_size),
     )?;
-    for _ in 0..WARMUP {
-        trainer.train_step(real.clone());
-    }
+    // On a worker of the pool, as a training run steps (`train::on_worker`).
+    let mut stats = crate::train::StepStats::default();
+    crate::train::on_worker(|| {
+        for _ in 0..WARMUP {
+            trainer.train_step_into(real.clone(), &mut stats);
+        }
+    });
     let peak = fma_peak_gflops(isa(), 200);
     let spent = || comm.as_ref().map_or((0.0, 0), |c| (c.time_spent().0.as_secs_f64(), c.time_spent().1));
     if let Some(c) = &comm {
@@ -94,12 +98,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let macs_before = macs_done();
     profile::enable(args.profile);
     let phases_before = profile::totals();
-    for _ in 0..args.steps {
-        let batch = real.clone();
-        let start = Instant::now();
-        trainer.train_step(batch);
-        times.push(start.elapsed().as_secs_f64());
-    }
+    crate::train::on_worker(|| {
+        for _ in 0..args.steps {
+            let batch = real.clone();
+            let start = Instant::now();
+            trainer.train_step_into(batch, &mut stats);
+            times.push(start.elapsed().as_secs_f64());
+        }
+    });
     let phases_after = profile::totals();
     profile::enable(false);
     let spent_after = spent();

@@ -65,7 +65,7 @@ pub struct StepEnd<'a> {
 }
 
 /// Hooks of a training run. Both may fail, which ends the run with that error.
-pub trait Observer {
+pub trait Observer: Send {
     /// After every step.
     fn step_end(&mut self, trainer: &Trainer, step: &StepEnd) -> Result<()>;
 
@@ -98,6 +98,16 @@ pub fn run(
     options: &RunOptions,
     observer: &mut dyn Observer,
 ) -> Result<Outcome> {
+    super::on_worker(|| run_here(trainer, train_set, options, observer))
+}
+
+/// `run` on the calling thread.
+fn run_here(
+    trainer: &mut Trainer,
+    train_set: &Dataset,
+    options: &RunOptions,
+    observer: &mut dyn Observer,
+) -> Result<Outcome> {
     let plan = Plan::new(trainer, train_set.len(), options)?;
     let per_epoch = plan.steps_per_epoch;
     // On a job every rank stops after the same step: when any rank was asked to.
@@ -121,6 +131,7 @@ pub fn run(
     for e in 0..=epoch {
         shuffler.shuffle(&mut epoch_rng(seed, e));
     }
+    let mut stats = StepStats::default();
     loop {
         let batch = (trainer.step % per_epoch) as usize;
         // This process's rows of the batch (all of them without a job).
@@ -128,7 +139,7 @@ pub fn run(
         let local = super::local_rows(&trainer.shards, rows.len(), false);
         let real = train_set.batch(&local.iter().map(|&r| rows[r]).collect::<Vec<_>>());
         let started = Instant::now();
-        let stats = trainer.train_step(real);
+        trainer.train_step_into(real, &mut stats);
         let seconds = started.elapsed().as_secs_f64();
         if ![stats.d_loss, stats.g_loss, stats.info_loss].iter().all(|v| v.is_finite()) {
             return Err(Error::Training(format!(
