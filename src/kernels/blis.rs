@@ -83,18 +83,18 @@ fn fast_rows<K: MicroKernel>(alpha: f32, a: ArrayView2<f32>, b: ArrayView2<f32>,
         let depth = |p: usize| p * plan.size..((p + 1) * plan.size).min(k);
         let need = |p: usize| packed_a_need::<K>(a.slice(s![.., depth(p)]), n);
         let total = (0..plan.count).map(need).sum();
-        let mut buf = A_PACK.with(|b| b.borrow_mut().pop().unwrap_or_default());
-        let mut rest = buf.get(total);
-        let parts: [Mutex<&mut [f32]>; MAX_BLOCKS] = std::array::from_fn(|p| {
-            let (part, tail) = std::mem::take(&mut rest).split_at_mut(if p < plan.count { need(p) } else { 0 });
-            rest = tail;
-            Mutex::new(part)
+        with_a_buffer(|buf| {
+            let mut rest = buf.get(total);
+            let parts: [Mutex<&mut [f32]>; MAX_BLOCKS] = std::array::from_fn(|p| {
+                let (part, tail) = std::mem::take(&mut rest).split_at_mut(if p < plan.count { need(p) } else { 0 });
+                rest = tail;
+                Mutex::new(part)
+            });
+            depth_split(alpha, a, b, beta, c, plan, |p, alpha, a, b, beta, c| {
+                let mut part = parts[p].lock().unwrap_or_else(|e| e.into_inner());
+                fast_rows_serial::<K>(&mut part, alpha, a, b, beta, c)
+            });
         });
-        depth_split(alpha, a, b, beta, c, plan, |p, alpha, a, b, beta, c| {
-            let mut part = parts[p].lock().unwrap_or_else(|e| e.into_inner());
-            fast_rows_serial::<K>(&mut part, alpha, a, b, beta, c)
-        });
-        A_PACK.with(|b| b.borrow_mut().push(buf));
         return;
     }
     with_packed_a::<K>(a, m * k * n >= MIN_PARALLEL_MACS, n, |pa| run_tasks::<K>(alpha, pa, b, beta, c));
@@ -255,8 +255,13 @@ fn with_packed_a<K: MicroKernel>(a: ArrayView2<f32>, parallel: bool, n: usize, f
     // Taken off the thread-local stack for the call, so that the tasks this thread
     // runs meanwhile (which use only B_PACK) never find it borrowed, and a GEMM nested
     // in `f` takes a buffer of its own.
+    with_a_buffer(|buf| f(&pack_a_into::<K>(a, parallel, n, buf.get(packed_a_need::<K>(a, n)))));
+}
+
+/// Runs `f` on a buffer taken off this thread's A_PACK stack for the call.
+fn with_a_buffer(f: impl FnOnce(&mut PackBuf)) {
     let mut buf = A_PACK.with(|b| b.borrow_mut().pop().unwrap_or_default());
-    f(&pack_a_into::<K>(a, parallel, n, buf.get(packed_a_need::<K>(a, n))));
+    f(&mut buf);
     A_PACK.with(|b| b.borrow_mut().push(buf));
 }
 

@@ -458,7 +458,7 @@ pub fn info_loss_part(
         let mean = q.slice(s![.., col..col + c]);
         // With the std fixed at 1 the log-std is 0, a constant instead of Q's outputs.
         let logstd = match config.cont_std {
-            ContStd::Fixed => filled(&q.slice(s![.., col..col + c]), &0.0),
+            ContStd::Fixed => filled(&mean, &0.0),
             ContStd::Learned => q.slice(s![.., col + c..col + 2 * c]),
         };
         let (nll, dmean, dlogstd) = gaussian_nll_part(latent.cont.view(), mean, logstd, batch * c);
