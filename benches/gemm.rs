@@ -99,7 +99,7 @@ fn bench_gemm(crit: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2)).sample_size(20);
+    config = common::config();
     targets = bench_gemm
 }
 criterion_main!(benches);

@@ -98,7 +98,7 @@ fn bench_layers(crit: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2)).sample_size(20);
+    config = common::config();
     targets = bench_layers
 }
 criterion_main!(benches);
