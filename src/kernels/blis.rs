@@ -246,9 +246,16 @@ impl PackedA<'_> {
 /// 460 -> 415.
 const IN_PLACE_MAX_N: usize = 2048;
 
-/// Packs A (in parallel over K blocks if `parallel`) into the calling thread's buffer,
-/// or only its ragged last panel when A can be read in place and the product is `n`
-/// columns narrow, and runs `f` on it.
+/// Groups of panels an A of a single K block is packed in, in parallel: a few per
+/// thread of 2, for balance. Measured with `INFOGAN_ISA=avx2 cargo bench --bench
+/// gemm`, 2 threads, two alternated runs, before and after this and the fixed-size
+/// copies of `pack.rs`: 2048x256x256 (ta) 143-146 -> 173-183 GFLOP/s, 6272x64x1024
+/// (ta) 144-172 -> 175-189, 4096x448x128 (ta) 115-134 -> 135-147.
+const PACK_A_GROUPS: usize = 4;
+
+/// Packs A (in parallel if `parallel`: over K blocks, or a single block's panels) into
+/// the calling thread's buffer, or only its ragged last panel when A can be read in
+/// place and the product is `n` columns narrow, and runs `f` on it.
 /// Packing A once for the whole call, rather than in every task, matters when C is
 /// cut into many column blocks.
 fn with_packed_a<K: MicroKernel>(a: ArrayView2<f32>, parallel: bool, n: usize, f: impl FnOnce(&PackedA)) {
@@ -301,14 +308,28 @@ fn pack_a_into<'a, K: MicroKernel>(
         }
         PackedA { data, mpad, k, place: Some(InPlace { flat, lda, tail_row }) }
     } else {
-        let pack = |(blk, dst): (usize, &mut [f32])| {
-            let pc = blk * KC;
-            K::pack_a(a.slice(s![.., pc..pc + KC.min(k - pc)]), dst);
+        // In parallel over the K blocks, or, when K is a single block (the `ta`
+        // products, W^T times a batch, K = C_out), over groups of its panels: else
+        // one thread packs while the others wait. The block at depth `pc` holds
+        // `mpad * kc` floats, a panel `kc * MR`.
+        let panels = mpad / K::MR;
+        let group = if parallel && k <= KC { panels.div_ceil(PACK_A_GROUPS) } else { panels };
+        let pack_block = |(blk, block): (usize, &mut [f32])| {
+            let (pc, kc) = (blk * KC, KC.min(k - blk * KC));
+            let pack = |(g, dst): (usize, &mut [f32])| {
+                let r0 = g * group * K::MR;
+                K::pack_a(a.slice(s![r0..(r0 + group * K::MR).min(m), pc..pc + kc]), dst);
+            };
+            if group < panels {
+                block.par_chunks_mut(group * kc * K::MR).enumerate().for_each(pack);
+            } else {
+                pack((0, block));
+            }
         };
         if parallel && k > KC {
-            data.par_chunks_mut(mpad * KC).enumerate().for_each(pack);
+            data.par_chunks_mut(mpad * KC).enumerate().for_each(pack_block);
         } else {
-            data.chunks_mut(mpad * KC).enumerate().for_each(pack);
+            data.chunks_mut(mpad * KC).enumerate().for_each(pack_block);
         }
         PackedA { data, mpad, k, place: None }
     }

@@ -59,7 +59,7 @@ pub(crate) fn pack_a<const MR: usize>(a: ArrayView2<f32>, out: &mut [f32]) {
     for (panel, dst) in out.chunks_exact_mut(kc * MR).enumerate() {
         let r0 = panel * MR;
         let block = a.slice(ndarray::s![r0..(r0 + MR).min(mc), ..]);
-        pack_panel(block, dst, MR);
+        pack_panel::<MR>(block, dst);
     }
 }
 
@@ -71,13 +71,21 @@ pub(crate) fn pack_b<const NR: usize>(b: ArrayView2<f32>, out: &mut [f32]) {
     if b.strides()[1] == 1 || nc == 1 {
         // Rows contiguous (the usual case: an im2col matrix, activations): each row of
         // the block is cut into runs of NR floats, one per panel. Row by row rather than
-        // panel by panel, so that B is read in order.
+        // panel by panel, so that B is read in order. A whole run is a copy of a
+        // constant size, a few vector moves (a `copy_from_slice` of a run's length
+        // called memcpy for each one).
+        let full = nc / NR;
         for (p, row) in b.rows().into_iter().enumerate() {
             let row = row.to_slice().expect("unit column stride");
-            for (panel, run) in row.chunks(NR).enumerate() {
-                let d = &mut out[panel * panel_len + p * NR..][..NR];
-                d[..run.len()].copy_from_slice(run);
-                d[run.len()..].fill(0.0);
+            let (runs, tail) = row.split_at(full * NR);
+            for (panel, run) in runs.chunks_exact(NR).enumerate() {
+                let d: &mut [f32; NR] = (&mut out[panel * panel_len + p * NR..][..NR]).try_into().expect("NR floats");
+                *d = run.try_into().expect("NR floats");
+            }
+            if !tail.is_empty() {
+                let d = &mut out[full * panel_len + p * NR..][..NR];
+                d[..tail.len()].copy_from_slice(tail);
+                d[tail.len()..].fill(0.0);
             }
         }
         return;
@@ -85,26 +93,32 @@ pub(crate) fn pack_b<const NR: usize>(b: ArrayView2<f32>, out: &mut [f32]) {
     for (panel, dst) in out.chunks_exact_mut(panel_len).enumerate() {
         let j0 = panel * NR;
         let block = b.slice(ndarray::s![.., j0..(j0 + NR).min(nc)]);
-        // B's panel is A's panel of B^T: `width` lines across, kc along.
-        pack_panel(block.reversed_axes(), dst, NR);
+        // B's panel is A's panel of B^T: `NR` lines across, kc along.
+        pack_panel::<NR>(block.reversed_axes(), dst);
     }
 }
 
-/// One panel: `dst[p*width + r] = block[r, p]` for the block's `rows <= width` rows
+/// One panel: `dst[p*W + r] = block[r, p]` for the block's `rows <= W` rows
 /// and `kc` columns, zeros for the rows beyond.
-fn pack_panel(block: ArrayView2<f32>, dst: &mut [f32], width: usize) {
+fn pack_panel<const W: usize>(block: ArrayView2<f32>, dst: &mut [f32]) {
     let (rows, kc) = block.dim();
     if let Some((flat, stride)) = lines(block.t()) {
         // Row r is flat[r*stride..][..kc]: a transpose.
-        transpose_lines(flat, stride, rows, kc, dst, width);
+        transpose_lines(flat, stride, rows, kc, dst, W);
     } else if let Some((flat, stride)) = lines(block) {
-        // Column p is flat[p*stride..][..rows]: one copy per p.
-        for (p, d) in dst.chunks_exact_mut(width).enumerate() {
-            d[..rows].copy_from_slice(&flat[p * stride..][..rows]);
-            d[rows..].fill(0.0);
+        // Column p is flat[p*stride..][..rows]: one copy per p, of a constant size
+        // (a few vector moves) when the panel is whole.
+        for (p, d) in dst.chunks_exact_mut(W).enumerate() {
+            let src = &flat[p * stride..][..rows];
+            if let (Ok(d), Ok(src)) = (<&mut [f32; W]>::try_from(&mut *d), <&[f32; W]>::try_from(src)) {
+                *d = *src;
+            } else {
+                d[..rows].copy_from_slice(src);
+                d[rows..].fill(0.0);
+            }
         }
     } else {
-        for (p, d) in dst.chunks_exact_mut(width).enumerate() {
+        for (p, d) in dst.chunks_exact_mut(W).enumerate() {
             for (r, d) in d.iter_mut().enumerate() {
                 *d = if r < rows { block[[r, p]] } else { 0.0 };
             }
