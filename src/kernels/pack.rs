@@ -71,21 +71,11 @@ pub(crate) fn pack_b<const NR: usize>(b: ArrayView2<f32>, out: &mut [f32]) {
     if b.strides()[1] == 1 || nc == 1 {
         // Rows contiguous (the usual case: an im2col matrix, activations): each row of
         // the block is cut into runs of NR floats, one per panel. Row by row rather than
-        // panel by panel, so that B is read in order. A whole run is a copy of a
-        // constant size, a few vector moves (a `copy_from_slice` of a run's length
-        // called memcpy for each one).
-        let full = nc / NR;
+        // panel by panel, so that B is read in order.
         for (p, row) in b.rows().into_iter().enumerate() {
             let row = row.to_slice().expect("unit column stride");
-            let (runs, tail) = row.split_at(full * NR);
-            for (panel, run) in runs.chunks_exact(NR).enumerate() {
-                let d: &mut [f32; NR] = (&mut out[panel * panel_len + p * NR..][..NR]).try_into().expect("NR floats");
-                *d = run.try_into().expect("NR floats");
-            }
-            if !tail.is_empty() {
-                let d = &mut out[full * panel_len + p * NR..][..NR];
-                d[..tail.len()].copy_from_slice(tail);
-                d[tail.len()..].fill(0.0);
+            for (panel, run) in row.chunks(NR).enumerate() {
+                copy_padded::<NR>(run, &mut out[panel * panel_len + p * NR..][..NR]);
             }
         }
         return;
@@ -106,16 +96,9 @@ fn pack_panel<const W: usize>(block: ArrayView2<f32>, dst: &mut [f32]) {
         // Row r is flat[r*stride..][..kc]: a transpose.
         transpose_lines(flat, stride, rows, kc, dst, W);
     } else if let Some((flat, stride)) = lines(block) {
-        // Column p is flat[p*stride..][..rows]: one copy per p, of a constant size
-        // (a few vector moves) when the panel is whole.
+        // Column p is flat[p*stride..][..rows]: one copy per p.
         for (p, d) in dst.chunks_exact_mut(W).enumerate() {
-            let src = &flat[p * stride..][..rows];
-            if let (Ok(d), Ok(src)) = (<&mut [f32; W]>::try_from(&mut *d), <&[f32; W]>::try_from(src)) {
-                *d = *src;
-            } else {
-                d[..rows].copy_from_slice(src);
-                d[rows..].fill(0.0);
-            }
+            copy_padded::<W>(&flat[p * stride..][..rows], d);
         }
     } else {
         for (p, d) in dst.chunks_exact_mut(W).enumerate() {
@@ -123,6 +106,18 @@ fn pack_panel<const W: usize>(block: ArrayView2<f32>, dst: &mut [f32]) {
                 *d = if r < rows { block[[r, p]] } else { 0.0 };
             }
         }
+    }
+}
+
+/// `dst = src` followed by zeros, for `src` of at most `W` floats and `dst` of `W`. A
+/// whole `src` is a copy of a constant size, a few vector moves, where a copy of a
+/// run's length calls memcpy for each run.
+fn copy_padded<const W: usize>(src: &[f32], dst: &mut [f32]) {
+    if let (Ok(d), Ok(s)) = (<&mut [f32; W]>::try_from(&mut *dst), <&[f32; W]>::try_from(src)) {
+        *d = *s;
+    } else {
+        dst[..src.len()].copy_from_slice(src);
+        dst[src.len()..].fill(0.0);
     }
 }
 
