@@ -81,6 +81,49 @@ pub fn cross_entropy_part(logits: ArrayView2<f32>, targets: &[usize], count: usi
     (total, dlogits)
 }
 
+/// Each row of `logits` turned into probabilities: `softmax(z_n)`, the maximum logit
+/// subtracted before `exp`. logits: [N, K] -> [N, K]
+pub fn softmax(logits: ArrayView2<f32>) -> Array2<f32> {
+    let mut p = buffers::take(logits.raw_dim());
+    for (row, mut prow) in logits.outer_iter().zip(p.outer_iter_mut()) {
+        let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let sum: f32 = row.iter().map(|&z| (z - max).exp()).sum();
+        prow.zip_mut_with(&row, |p, &z| *p = (z - max).exp() / sum);
+    }
+    p
+}
+
+/// PyTorch's `cross_entropy` with probability targets: the mean over the batch of
+/// `-sum_k p_nk log softmax(z_n)_k = logsumexp(z_n) - sum_k p_nk z_nk` for rows `p_n`
+/// that sum to 1. The gradient is `(softmax(z_n) - p_n) / N`; the targets are
+/// constants (a prediction held fixed), so they get none.
+///
+/// logits, probs: [N, K] -> (loss, dlogits: [N, K])
+pub fn soft_cross_entropy(logits: ArrayView2<f32>, probs: ArrayView2<f32>) -> (f32, Array2<f32>) {
+    let n = logits.nrows();
+    let (total, dlogits) = soft_cross_entropy_part(logits, probs, n);
+    ((total / n.max(1) as f64) as f32, dlogits)
+}
+
+/// `soft_cross_entropy` of some rows of a batch of `count` rows in all: the sum of
+/// their terms, and the gradient of the whole batch's mean.
+pub fn soft_cross_entropy_part(logits: ArrayView2<f32>, probs: ArrayView2<f32>, count: usize) -> (f64, Array2<f32>) {
+    let _time = crate::profile::scope(crate::profile::Phase::Loss);
+    assert_eq!(logits.dim(), probs.dim(), "soft_cross_entropy: logits and target probabilities differ in shape");
+    let scale = 1.0 / count.max(1) as f64;
+    let mut dlogits = buffers::take(logits.raw_dim());
+    let mut total = 0f64;
+    for ((row, prow), mut drow) in logits.outer_iter().zip(probs.outer_iter()).zip(dlogits.outer_iter_mut()) {
+        let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+        let log_sum_exp = max + row.iter().map(|&z| (z as f64 - max).exp()).sum::<f64>().ln();
+        for ((d, &z), &p) in drow.iter_mut().zip(row.iter()).zip(prow.iter()) {
+            total += p as f64 * (log_sum_exp - z as f64);
+            *d = (((z as f64 - log_sum_exp).exp() - p as f64) * scale) as f32;
+        }
+    }
+    (total, dlogits)
+}
+
 /// The negative log-likelihood of `x` under a normal distribution with the predicted
 /// `mean` and log standard deviation `logstd`, averaged over all elements:
 /// `mean(logstd + 0.5 ((x - mean) exp(-logstd))^2 + 0.5 ln(2 pi))`.

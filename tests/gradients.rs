@@ -11,7 +11,7 @@ use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use infogan::layers::{BatchNorm, Conv2d, ConvTranspose2d, LeakyRelu, Linear, Relu, Sigmoid, Tanh};
-use infogan::loss::{bce_with_logits, cross_entropy, gaussian_nll, mode_seeking};
+use infogan::loss::{bce_with_logits, cross_entropy, gaussian_nll, mode_seeking, soft_cross_entropy, softmax};
 use infogan::testutil::{assert_grad_close, dot, numeric_grad, random_array};
 
 /// Finite-difference step. Linear layers are exact for any step, up to round-off; for
@@ -202,6 +202,17 @@ proptest! {
         let targets: Vec<usize> = (0..n).map(|i| (seed as usize).wrapping_add(i * 7) % k).collect();
         let (_, dlogits) = cross_entropy(logits.view(), &targets);
         check("cross_entropy dlogits", &dlogits, &logits, |z| cross_entropy(z.view(), &targets).0 as f64);
+    }
+
+    #[test]
+    fn soft_cross_entropy_gradient(n in 1usize..6, k in 2usize..8, scale in 0.1f32..5.0, seed in any::<u64>()) {
+        let logits: Array2<f32> = random_array([n, k], seed) * scale;
+        let spread: Array2<f32> = random_array([n, k], seed ^ 1) * 3.0;
+        let probs = softmax(spread.view());
+        let sums = probs.sum_axis(ndarray::Axis(1));
+        prop_assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5), "softmax rows sum to 1: {sums}");
+        let (_, dlogits) = soft_cross_entropy(logits.view(), probs.view());
+        check("soft_cross_entropy dlogits", &dlogits, &logits, |z| soft_cross_entropy(z.view(), probs.view()).0 as f64);
     }
 
     #[test]

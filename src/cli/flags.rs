@@ -98,6 +98,13 @@ pub struct ModelFlags {
          each categorical value otherwise ends up drawing one picture",
         |c| c.mode_seeking.to_string()))]
     pub mode_seeking: Option<f32>,
+    #[arg(long, value_name = "W", help = help(
+        "Weight of Q's consistency on real images (after Elastic-InfoGAN, Ojha et al., 2020): Q's categorical reading \
+         of each real image, held fixed, is the target of its reading of a copy turned (up to 20 degrees), zoomed \
+         (0.9-1.1) and slanted, so that a code that follows slant or size costs Q accuracy. One more pass of D over \
+         the real batch per step; not with --diffaug. 0 turns it off",
+        |c| c.q_consistency.to_string()))]
+    pub q_consistency: Option<f32>,
     /// Give G's step a latent batch of its own, generated afresh, instead of the batch D's step was shown (one more
     /// forward pass of G per step)
     #[arg(long)]
@@ -146,6 +153,7 @@ impl ModelFlags {
             c.lambda_cat_warmup = w;
         }
         set(&mut c.mode_seeking, self.mode_seeking);
+        set(&mut c.q_consistency, self.q_consistency);
         c.fresh_g_latent |= self.fresh_g_latent;
         set(&mut c.lr_d, self.lr_d);
         set(&mut c.lr_g, self.lr_g);
@@ -188,6 +196,7 @@ impl ModelFlags {
         differ("cont-std", self.cont_std.map(|v| v.name().into()), config.cont_std.name().into());
         differ("diffaug", diffaug.map(|p| p.name()), config.diffaug.name());
         differ("mode-seeking", self.mode_seeking.map(|v| v.to_string()), config.mode_seeking.to_string());
+        differ("q-consistency", self.q_consistency.map(|v| v.to_string()), config.q_consistency.to_string());
         differ("fresh-g-latent", self.fresh_g_latent.then(|| "true".into()), config.fresh_g_latent.to_string());
         differ("lr-d", self.lr_d.map(|v| v.to_string()), config.lr_d.to_string());
         differ("lr-g", self.lr_g.map(|v| v.to_string()), config.lr_g.to_string());

@@ -2,6 +2,7 @@
 //! whole before use (a bad file is an error, never a partly loaded dataset), kept as
 //! u8 and converted to f32 one mini-batch at a time.
 
+pub mod affine;
 pub mod cifar;
 pub mod idx;
 

@@ -31,6 +31,11 @@ pub struct TrainConfig {
     /// none, as in checkpoints written before this setting existed.
     #[serde(default)]
     pub mode_seeking: f32,
+    /// Weight of Q's consistency on real images under random affine warps
+    /// (`data::affine`); 0 for none, as in checkpoints written before this setting
+    /// existed.
+    #[serde(default)]
+    pub q_consistency: f32,
     /// G's step on a latent batch of its own instead of the one D's step generated
     /// from; false in checkpoints written before this setting existed.
     #[serde(default)]
@@ -158,6 +163,7 @@ impl TrainConfig {
             cont_std: ContStd::Fixed,
             diffaug: AugmentPolicy::default(),
             mode_seeking: 0.0,
+            q_consistency: 0.0,
             fresh_g_latent: false,
             lr_d: 1e-3,
             lr_g: 1e-3,
@@ -200,6 +206,7 @@ impl TrainConfig {
                 cont_std: ContStd::Fixed,
                 diffaug: AugmentPolicy::default(),
                 mode_seeking: 0.0,
+                q_consistency: 0.0,
                 lr_d: 2e-4,
                 lr_g: 1e-3,
                 beta1: 0.5,
@@ -273,12 +280,29 @@ impl TrainConfig {
                 if pairs == 2 { " (with --mode-seeking, into shards of whole pairs: batch / shards even)" } else { "" }
             ));
         }
-        for (flag, l) in
-            [("lambda-cat", self.lambda_cat), ("lambda-cont", self.lambda_cont), ("mode-seeking", self.mode_seeking)]
-        {
+        for (flag, l) in [
+            ("lambda-cat", self.lambda_cat),
+            ("lambda-cont", self.lambda_cont),
+            ("mode-seeking", self.mode_seeking),
+            ("q-consistency", self.q_consistency),
+        ] {
             if !(l.is_finite() && l >= 0.0) {
                 return bad(format!("--{flag} {l} must be a number >= 0"));
             }
+        }
+        if self.q_consistency > 0.0 && !self.diffaug.is_none() {
+            return bad(format!(
+                "--q-consistency {} and --diffaug {} cannot be used together yet: the warped real images would \
+                 need augmenting as well. Pass --diffaug none, or --q-consistency 0",
+                self.q_consistency,
+                self.diffaug.name()
+            ));
+        }
+        if self.q_consistency > 0.0 && (self.model != ModelKind::InfoGan || self.arch.latent.categorical.is_empty()) {
+            return bad(format!(
+                "--q-consistency {} needs an InfoGAN with a categorical code (--model infogan, --categorical K)",
+                self.q_consistency
+            ));
         }
         self.arch.latent.validate()?;
         if self.epochs == 0 || self.epochs > limits::EPOCHS {
@@ -308,6 +332,7 @@ mod tests {
             p.validate().unwrap();
             assert_eq!((p.batch_size, p.lr_d, p.lr_g, p.beta1, p.beta2), (128, 2e-4, 1e-3, 0.5, 0.999));
             assert_eq!((p.lambda_cat, p.lambda_cont, p.cont_std, p.mode_seeking), (1.0, 1.0, ContStd::Fixed, 0.0));
+            assert_eq!((p.q_consistency, p.fresh_g_latent, p.lambda_cat_warmup), (0.0, false, 0));
             assert_eq!(p.diffaug, AugmentPolicy::default());
             assert_eq!((p.arch, p.model, p.seed), (TrainConfig::defaults(dataset).arch, ModelKind::InfoGan, 1));
             assert_eq!(TrainConfig::recipe(dataset, Recipe::Default), TrainConfig::defaults(dataset));
@@ -336,6 +361,21 @@ mod tests {
             ("larger than the limit", Box::new(|c| c.arch.latent.continuous = usize::MAX)),
             ("empty", Box::new(|c| c.arch.latent = crate::models::LatentSpec::default())),
             ("--epochs 0", Box::new(|c| c.epochs = 0)),
+            ("--q-consistency -1", Box::new(|c| c.q_consistency = -1.0)),
+            (
+                "cannot be used together",
+                Box::new(|c| {
+                    c.q_consistency = 1.0;
+                    c.diffaug = AugmentPolicy { color: true, translation: false, cutout: false };
+                }),
+            ),
+            (
+                "needs an InfoGAN",
+                Box::new(|c| {
+                    c.q_consistency = 1.0;
+                    c.model = ModelKind::Gan;
+                }),
+            ),
         ];
         for (expected, change) in cases {
             let mut c = base.clone();

@@ -29,9 +29,11 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::buffers;
 use crate::collective::Shards;
+use crate::data::affine::{Warp, warp_into};
 use crate::layers::DiffAugment;
 use crate::loss::{
     bce_with_logits_part, cross_entropy_part, gaussian_nll_part, gaussian_nll_sum, mode_seeking_sharded,
+    soft_cross_entropy_part, softmax,
 };
 use crate::models::{self, Discriminator, Generator, LatentBatch, ModelKind};
 use crate::optim::Adam;
@@ -167,8 +169,24 @@ impl Trainer {
         // in two separate passes, but every weight is read once instead of twice.
         d.zero_grad();
         d.set_requires_grad(true);
-        d.trunk.set_groups(2);
-        let both = stack_groups(shards, &[real.view(), fake.view()]);
+        // With Q's consistency on real images, a third group: the real batch warped
+        // (one warp per image of the whole batch, drawn on every rank alike).
+        let consistent = self.config.q_consistency > 0.0;
+        let groups = if consistent { 3 } else { 2 };
+        d.trunk.set_groups(groups);
+        let both = if consistent {
+            scratch.warps.clear();
+            scratch.warps.extend((0..batch).map(|_| Warp::draw(&mut self.rng)));
+            scratch.local_warps.clear();
+            scratch.local_warps.extend(scratch.real_rows.iter().map(|&r| scratch.warps[r]));
+            let mut warped = buffers::take(real.raw_dim());
+            warp_into(real.view(), &scratch.local_warps, -1.0, warped.view_mut());
+            let both = stack_groups(shards, &[real.view(), fake.view(), warped.view()]);
+            buffers::give(warped);
+            both
+        } else {
+            stack_groups(shards, &[real.view(), fake.view()])
+        };
         // The caller's batch is not given to the pool, which would keep one more for
         // every step of a loop that makes each batch afresh.
         drop(real);
@@ -189,23 +207,53 @@ impl Trainer {
         };
         let h = d.features(both);
         d.trunk.set_groups(1);
-        let logits = d.d_logits(buffers::copy(&h));
-        let (real_logits, fake_logits) = (take_group(shards, logits.view(), 0), take_group(shards, logits.view(), 1));
+        let logits = d.d_logits(if consistent { take_groups(shards, h.view(), &[0, 1], 3) } else { buffers::copy(&h) });
+        let (real_logits, fake_logits) =
+            (take_groups(shards, logits.view(), &[0], 2), take_groups(shards, logits.view(), &[1], 2));
         buffers::give(logits);
         let (loss_real, dlogits_real) = bce_with_logits_part(real_logits.view(), filled(&real_logits, &one), batch);
         let (loss_fake, dlogits_fake) = bce_with_logits_part(fake_logits.view(), filled(&fake_logits, &zero), batch);
-        let q = d.q_outputs(take_group(shards, h.view(), 1));
+        // Q reads the generated group; with consistency also the real and the warped
+        // ones, in that order ([fake, real, warped]), each normalised on its own.
+        let q_groups: &[usize] = if consistent { &[1, 0, 2] } else { &[1] };
+        d.q_head.set_groups(q_groups.len());
+        let q = d.q_outputs(take_groups(shards, h.view(), q_groups, groups));
+        d.q_head.set_groups(1);
         buffers::give(h);
         scratch.info_sums.clear();
-        let dq = info_loss_part(&self.config, self.step, &q, &scratch.latent, batch, &mut scratch.info_sums);
+        let dq = if consistent {
+            let q_fake = take_groups(shards, q.view(), &[0], 3);
+            let dq_fake =
+                info_loss_part(&self.config, self.step, &q_fake, &scratch.latent, batch, &mut scratch.info_sums);
+            let dq_warped = consistency_part(&self.config, shards, q.view(), batch);
+            let none = buffers::zeros(dq_fake.raw_dim());
+            let dq = stack_groups(shards, &[dq_fake.view(), none.view(), dq_warped.view()]);
+            [q_fake, dq_fake, dq_warped, none].into_iter().for_each(buffers::give);
+            dq
+        } else {
+            info_loss_part(&self.config, self.step, &q, &scratch.latent, batch, &mut scratch.info_sums)
+        };
         buffers::give(q);
         let dlogits = stack_groups(shards, &[dlogits_real.view(), dlogits_fake.view()]);
         buffers::give(dlogits_real);
         buffers::give(dlogits_fake);
         let mut dh = d.d_head.backward(dlogits.into_dyn());
+        if consistent {
+            // D's head saw the real and generated groups; the warped one gets Q's
+            // gradient alone.
+            let mut all = buffers::zeros(ndarray::IxDyn(&[groups * dh.shape()[0] / 2, dh.shape()[1]]));
+            add_to_groups(
+                shards,
+                &mut all,
+                dh.view().into_dimensionality().expect("D's head input is [N, F]"),
+                &[0, 1],
+                3,
+            );
+            buffers::give(std::mem::replace(&mut dh, all));
+        }
         let dh_q = d.q_head.backward(dq.into_dyn()).into_dimensionality().expect("Q head's input is [N, F]");
         if info_gan {
-            add_to_group(shards, &mut dh, &dh_q, 1);
+            add_to_groups(shards, &mut dh, dh_q.view(), q_groups, groups);
         }
         buffers::give(dh_q);
         d.trunk.backward_params(dh);
@@ -296,6 +344,10 @@ pub struct StepScratch {
     latent: LatentBatch,
     info_sums: Vec<f64>,
     g_info_sums: Vec<f64>,
+    /// The warps of the whole batch's real images (`q_consistency`), and of this
+    /// process's rows.
+    warps: Vec<Warp>,
+    local_warps: Vec<Warp>,
     sums: Vec<f64>,
 }
 
@@ -410,25 +462,60 @@ fn stack_groups<D: ndarray::Dimension + ndarray::RemoveAxis>(
     out
 }
 
-/// Part `g` of two stacked by `stack_groups`. x: [2N, F] -> [N, F]
-fn take_group(shards: &Shards, x: ArrayView2<f32>, g: usize) -> Array2<f32> {
-    let per = x.nrows() / (2 * shards.local());
-    let mut out = buffers::take((per * shards.local(), x.ncols()));
+/// The parts `picks` (in that order) of `groups` stacked by `stack_groups`, stacked
+/// the same way. x: [groups N, F] -> [picks.len() N, F]
+fn take_groups(shards: &Shards, x: ArrayView2<f32>, picks: &[usize], groups: usize) -> Array2<f32> {
+    let per = x.nrows() / (groups * shards.local());
+    let mut out = buffers::take((per * shards.local() * picks.len(), x.ncols()));
     for s in 0..shards.local() {
-        out.slice_mut(s![s * per..(s + 1) * per, ..])
-            .assign(&x.slice(s![(2 * s + g) * per..(2 * s + g + 1) * per, ..]));
+        for (i, &g) in picks.iter().enumerate() {
+            let at = (s * picks.len() + i) * per;
+            out.slice_mut(s![at..at + per, ..])
+                .assign(&x.slice(s![(groups * s + g) * per..(groups * s + g + 1) * per, ..]));
+        }
     }
     out
 }
 
-/// Adds `dpart: [N, F]` into part `g` of `dx: [2N, F]`, two parts stacked by
-/// `stack_groups`.
-fn add_to_group(shards: &Shards, dx: &mut ndarray::ArrayD<f32>, dpart: &Array2<f32>, g: usize) {
-    let per = dpart.nrows() / shards.local();
+/// Adds part `i` of `dparts: [picks.len() N, F]` into part `picks[i]` of `dx:
+/// [groups N, F]`, both stacked by `stack_groups`.
+fn add_to_groups(
+    shards: &Shards,
+    dx: &mut ndarray::ArrayD<f32>,
+    dparts: ArrayView2<f32>,
+    picks: &[usize],
+    groups: usize,
+) {
+    let per = dparts.nrows() / (picks.len() * shards.local());
     for s in 0..shards.local() {
-        let mut rows = dx.slice_mut(s![(2 * s + g) * per..(2 * s + g + 1) * per, ..]);
-        rows += &dpart.slice(s![s * per..(s + 1) * per, ..]);
+        for (i, &g) in picks.iter().enumerate() {
+            let at = (s * picks.len() + i) * per;
+            let mut rows = dx.slice_mut(s![(groups * s + g) * per..(groups * s + g + 1) * per, ..]);
+            rows += &dparts.slice(s![at..at + per, ..]);
+        }
     }
+}
+
+/// The gradient of Q's consistency loss, `q_consistency` times the mean over the
+/// batch of `CE(softmax(Q_cat(x)), Q_cat(warp(x)))` for each categorical code, on the
+/// warped group of Q's outputs `q: [3N, Q]` (groups [generated, real, warped]). The
+/// real reading is the target, held fixed (no gradient), as in consistency training
+/// (Xie et al., 2020, UDA): the warp must not change what Q reads. -> [N, Q]
+fn consistency_part(config: &TrainConfig, shards: &Shards, q: ArrayView2<f32>, batch: usize) -> Array2<f32> {
+    let (real, warped) = (take_groups(shards, q, &[1], 3), take_groups(shards, q, &[2], 3));
+    let mut dq = buffers::zeros(warped.raw_dim());
+    let mut col = 0;
+    for &values in &config.arch.latent.categorical {
+        let cols = s![.., col..col + values];
+        let target = softmax(real.slice(cols));
+        let (_, mut dlogits) = soft_cross_entropy_part(warped.slice(cols), target.view(), batch);
+        dlogits *= config.q_consistency;
+        dq.slice_mut(cols).assign(&dlogits);
+        [target, dlogits].into_iter().for_each(buffers::give);
+        col += values;
+    }
+    [real, warped].into_iter().for_each(buffers::give);
+    dq
 }
 
 impl Trainer {
@@ -620,5 +707,69 @@ mod tests {
         };
         assert!(!differs("discriminator") && !differs("d_head") && !differs("q_head"), "D's step changed");
         assert!(differs("generator"), "G's step did not change");
+    }
+
+    /// The consistency gradient is zero where Q reads a warped image as it reads the
+    /// original, and otherwise `q_consistency (softmax(warped) - softmax(real)) / N`
+    /// on the categorical columns alone, whatever the generated group holds.
+    #[test]
+    fn the_consistency_gradient_pulls_the_warped_reading_to_the_real_one() {
+        let c = TrainConfig { q_consistency: 0.5, ..TrainConfig::defaults(DatasetKind::Mnist) };
+        let shards = Shards::single();
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+        let (n, width) = (4, 14);
+        let mut q = Array2::from_shape_fn((3 * n, width), |_| rng.random_range(-2.0f32..2.0));
+        let copy = q.slice(s![n..2 * n, ..]).to_owned();
+        q.slice_mut(s![2 * n..3 * n, ..]).assign(&copy);
+        let same = consistency_part(&c, &shards, q.view(), n);
+        assert!(same.iter().all(|&g| g.abs() < 1e-8), "a warp Q reads alike gave a gradient: {same}");
+
+        q.slice_mut(s![2 * n..3 * n, ..]).mapv_inplace(|v| v * 1.5 + 0.1);
+        let dq = consistency_part(&c, &shards, q.view(), n);
+        let (real, warped) = (softmax(q.slice(s![n..2 * n, ..10])), softmax(q.slice(s![2 * n.., ..10])));
+        for ((i, j), &g) in dq.indexed_iter() {
+            let want = if j < 10 { 0.5 * (warped[[i, j]] - real[[i, j]]) / n as f32 } else { 0.0 };
+            assert!((g - want).abs() < 1e-6, "dq[{i}, {j}] = {g}, expected {want}");
+        }
+    }
+
+    /// A vanishing consistency weight routes every group as the two-group step does:
+    /// one step (whose latent batch is drawn before the warps) gives the same losses,
+    /// and networks that compute the same to rounding. Their weights are not
+    /// compared: Adam's first step moves each weight by about the learning rate in
+    /// the direction of its gradient's sign, and for a bias in front of batch norm,
+    /// whose gradient is rounding noise, that sign is a coin toss (and the noise
+    /// differs, since the weight gradients also sum over the third group, of zeros).
+    /// A misplaced group would change D's losses and what both networks compute.
+    #[test]
+    fn a_vanishing_consistency_weight_leaves_the_step_as_it_is() {
+        let base = TrainConfig { batch_size: 4, ..TrainConfig::defaults(DatasetKind::Mnist) };
+        let real = Array4::from_shape_fn((4, 1, 28, 28), |(n, _, y, x)| ((n * 7 + y * 3 + x) % 11) as f32 / 5.5 - 1.0);
+        let z = base.arch.latent.sample(4, &mut Xoshiro256PlusPlus::seed_from_u64(5)).z;
+        type Outputs = (StepStats, Array4<f32>, Array2<f32>, Array2<f32>);
+        let outputs: Vec<Outputs> = [0.0, 1e-30]
+            .into_iter()
+            .map(|w| {
+                let mut t = Trainer::new(TrainConfig { q_consistency: w, ..base.clone() });
+                let stats = t.train_step(real.clone());
+                let images = t.generator.forward(z.clone());
+                let h = t.discriminator.features(images.clone());
+                (stats, images, t.discriminator.d_logits(h.clone()), t.discriminator.q_outputs(h))
+            })
+            .collect();
+        let [(plain, images, logits, q), (with, images_w, logits_w, q_w)] = &outputs[..] else { unreachable!() };
+        assert_eq!((plain.d_loss, plain.info_loss), (with.d_loss, with.info_loss));
+        let close = |what: &str, a: &[f32], b: &[f32]| {
+            let (at, worst) = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .enumerate()
+                .fold((0, 0f32), |m, (i, d)| if d > m.1 { (i, d) } else { m });
+            assert!(worst < 1e-3, "{what}: largest difference {worst} at {at} ({} vs {})", a[at], b[at]);
+        };
+        close("G's images", images.as_slice().unwrap(), images_w.as_slice().unwrap());
+        close("D's logits", logits.as_slice().unwrap(), logits_w.as_slice().unwrap());
+        close("Q's outputs", q.as_slice().unwrap(), q_w.as_slice().unwrap());
     }
 }
