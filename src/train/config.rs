@@ -98,8 +98,8 @@ pub enum Recipe {
     #[default]
     Default,
     /// The InfoGAN paper's and its authors' code (run_mnist_exp.py): batch 128, Adam 2e-4 for D and 1e-3 for G
-    /// (beta1 0.5), weight 1 for every code, the continuous codes' std fixed at 1, no DiffAugment or mode seeking,
-    /// about 5,000 steps
+    /// (beta1 0.5), weight 1 for every code, the continuous codes' std fixed at 1, no DiffAugment, mode seeking or
+    /// Q consistency, about 5,000 steps
     Paper,
 }
 
