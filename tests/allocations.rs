@@ -101,7 +101,7 @@ fn a_step_allocates_nothing_after_the_first_few() {
     let mnist = TrainConfig::defaults(DatasetKind::Mnist);
     let cases = [
         ("MNIST, the defaults", small(mnist.clone())),
-        ("MNIST, the plain GAN", TrainConfig { model: ModelKind::Gan, ..small(mnist.clone()) }),
+        ("MNIST, the plain GAN", TrainConfig { model: ModelKind::Gan, q_consistency: 0.0, ..small(mnist.clone()) }),
         ("MNIST, --recipe paper", small(TrainConfig::recipe(DatasetKind::Mnist, Recipe::Paper))),
         ("MNIST, a fresh latent batch for G", TrainConfig { fresh_g_latent: true, ..small(mnist) }),
         ("CIFAR-10, the defaults (DiffAugment, mode seeking)", small(TrainConfig::defaults(DatasetKind::Cifar10))),

@@ -68,6 +68,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     // training defaults add to it, unless asked for.
     flags.diffaug.get_or_insert_with(|| "none".into());
     flags.mode_seeking.get_or_insert(0.0);
+    flags.q_consistency.get_or_insert(0.0);
     let mut config = super::flags::config(&flags, args.dataset, args.model, Some(args.batch_size), None)?;
     config.shards = ranks;
     config.validate()?;

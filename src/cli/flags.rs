@@ -102,7 +102,8 @@ pub struct ModelFlags {
         "Weight of Q's consistency on real images (after Elastic-InfoGAN, Ojha et al., 2020): Q's categorical reading \
          of each real image, held fixed, is the target of its reading of a copy turned (up to 20 degrees), zoomed \
          (0.9-1.1) and slanted, so that a code that follows slant or size costs Q accuracy. One more pass of D over \
-         the real batch per step; not with --diffaug. 0 turns it off",
+         the real batch per step; not with --diffaug. 0 turns it off; the default is 0 with --model gan, \
+         --categorical none or --diffaug",
         |c| c.q_consistency.to_string()))]
     pub q_consistency: Option<f32>,
     /// Give G's step a latent batch of its own, generated afresh, instead of the batch D's step was shown (one more
@@ -164,6 +165,12 @@ impl ModelFlags {
         }
         if let Some(p) = &self.diffaug {
             c.diffaug = parse_diffaug(p)?;
+        }
+        // A default of Q consistency that another flag takes the ground from (a plain
+        // GAN, no categorical code, DiffAugment) lapses; only a weight the user gave
+        // is an error there.
+        if self.q_consistency.is_none() && !c.q_consistency_applies() {
+            c.q_consistency = 0.0;
         }
         c.validate()?;
         Ok(c)
@@ -258,5 +265,23 @@ mod tests {
             "[default: 0.5 for MNIST and Fashion-MNIST, 1 for CIFAR-10]"
         );
         assert!(epochs_help().contains("5 for MNIST and Fashion-MNIST, 63 for the 5,085-image CIFAR-10 subset, 6"));
+    }
+
+    #[test]
+    fn the_q_consistency_default_lapses_where_it_cannot_apply() {
+        let q = |flags: &ModelFlags, dataset, model| config(flags, dataset, model, None, None).map(|c| c.q_consistency);
+        let none = ModelFlags::default();
+        assert_eq!(q(&none, DatasetKind::Mnist, ModelKind::InfoGan).unwrap(), 1.0);
+        assert_eq!(q(&none, DatasetKind::FashionMnist, ModelKind::InfoGan).unwrap(), 0.0);
+        assert_eq!(q(&none, DatasetKind::Mnist, ModelKind::Gan).unwrap(), 0.0);
+        let diffaug = ModelFlags { diffaug: Some("color".into()), ..ModelFlags::default() };
+        assert_eq!(q(&diffaug, DatasetKind::Mnist, ModelKind::InfoGan).unwrap(), 0.0);
+        let no_code = ModelFlags { categorical: Some("none".into()), ..ModelFlags::default() };
+        assert_eq!(q(&no_code, DatasetKind::Mnist, ModelKind::InfoGan).unwrap(), 0.0);
+        // A weight the user gave is kept, and an error where it cannot apply.
+        let given = ModelFlags { q_consistency: Some(0.5), ..ModelFlags::default() };
+        assert_eq!(q(&given, DatasetKind::FashionMnist, ModelKind::InfoGan).unwrap(), 0.5);
+        let e = q(&given, DatasetKind::Mnist, ModelKind::Gan).unwrap_err().to_string();
+        assert!(e.contains("needs an InfoGAN"), "{e}");
     }
 }
