@@ -301,19 +301,20 @@ impl TrainConfig {
             }
         }
         self.arch.latent.validate()?;
-        if self.q_consistency > 0.0 && !self.diffaug.is_none() {
-            return bad(format!(
-                "--q-consistency {} and --diffaug {} cannot be used together yet: the warped real images would \
-                 need augmenting as well. Pass --diffaug none, or --q-consistency 0",
-                self.q_consistency,
-                self.diffaug.name()
-            ));
-        }
-        if self.q_consistency > 0.0 && (self.model != ModelKind::InfoGan || self.arch.latent.categorical.is_empty()) {
-            return bad(format!(
-                "--q-consistency {} needs an InfoGAN with a categorical code (--model infogan, --categorical K)",
-                self.q_consistency
-            ));
+        if self.q_consistency > 0.0 && !self.q_consistency_applies() {
+            return bad(if self.diffaug.is_none() {
+                format!(
+                    "--q-consistency {} needs an InfoGAN with a categorical code (--model infogan, --categorical K)",
+                    self.q_consistency
+                )
+            } else {
+                format!(
+                    "--q-consistency {} and --diffaug {} cannot be used together yet: the warped real images would \
+                     need augmenting as well. Pass --diffaug none, or --q-consistency 0",
+                    self.q_consistency,
+                    self.diffaug.name()
+                )
+            });
         }
         if self.epochs == 0 || self.epochs > limits::EPOCHS {
             return bad(format!("--epochs {} must be from 1 to {}", self.epochs, limits::EPOCHS));
