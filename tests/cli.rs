@@ -285,6 +285,17 @@ fn sample_and_bench_produce_their_outputs() {
     assert!(line["images_per_s"].as_f64().unwrap() > 0.0);
     assert!(line["gemm_gflop_per_step"].as_f64().unwrap() > 0.0, "no GEMM work counted: {line}");
     assert!(line["gemm_gflops_at_median"].as_f64().unwrap() > 0.0, "no GEMM rate: {line}");
+    // The products over unfolded batches of one step, each (geometry, other side,
+    // images): D's convolutions see 16 images in D's step (backward: the first layer's
+    // weight gradient alone) and 8 in G's (backward: dx alone); G's transposed ones 8
+    // images in each of forward, dx and dweight.
+    let geom = |c, h| infogan::kernels::im2col::ConvGeom { c, h, w: h, kh: 4, kw: 4, stride: 2, padding: 1 };
+    let products = [(geom(1, 28), 64, 24 + 16 + 8), (geom(64, 14), 128, 24 + 16 + 24)]
+        .into_iter()
+        .chain([(geom(64, 14), 128, 3 * 8), (geom(1, 28), 64, 3 * 8)]);
+    let padding_macs: usize = products.map(|(g, other, images)| g.c * g.padding_reads() * other * images).sum();
+    let padding = line["padding_gflop_per_step"].as_f64().unwrap();
+    assert!((padding - 2.0 * padding_macs as f64 / 1e9).abs() <= 0.0051, "padding work {padding}: {line}");
 
     // --profile adds each phase's time; INFOGAN_ISA caps the instruction set.
     let out = bin()

@@ -14,6 +14,7 @@ use crate::data::DatasetKind;
 use crate::error::Result;
 use crate::kernels::gemm::macs_done;
 use crate::kernels::microkernel::{fma_peak_gflops, isa};
+use crate::kernels::padding_macs_done;
 use crate::models::ModelKind;
 use crate::profile::{self, Phase};
 use crate::train::{DEFAULT_BATCH_SIZE, Trainer};
@@ -50,9 +51,11 @@ const WARMUP: usize = 3;
 /// Runs `WARMUP` untimed steps, then `--steps` timed ones, and prints one JSON line:
 /// `images_per_s` (from the median step time), the GEMM arithmetic of a step
 /// (`gemm_gflop_per_step`, counted by the GEMM) and its rate at the median
-/// (`gemm_gflops_at_median`), the machine's FMA peak on the instruction set in use
-/// (`fma_peak_gflops`, measured by an FMA loop on every thread just before the
-/// steps) and the step's share of it (`fraction_of_peak`).
+/// (`gemm_gflops_at_median`), the part of that work the convolutions spent on zero
+/// padding (`padding_gflop_per_step`, `ConvGeom::padding_reads`), the machine's FMA
+/// peak on the instruction set in use (`fma_peak_gflops`, measured by an FMA loop on
+/// every thread just before the steps) and the step's share of it
+/// (`fraction_of_peak`).
 ///
 /// Under `mpirun` the ranks share each step (one shard each, `--batch-size` the
 /// global batch), rank 0 prints the line, and it adds the ranks and the time rank 0
@@ -96,7 +99,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let spent_before = spent();
     let mut times = Vec::with_capacity(args.steps);
-    let macs_before = macs_done();
+    let (macs_before, padding_before) = (macs_done(), padding_macs_done());
     profile::enable(args.profile);
     let phases_before = profile::totals();
     crate::train::on_worker(|| {
@@ -117,6 +120,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     // Other threads of this process do no GEMMs, so the counter holds only the steps'.
     let gflop_per_step = 2.0 * (macs_done() - macs_before) as f64 / args.steps as f64 / 1e9;
+    let padding_per_step = 2.0 * (padding_macs_done() - padding_before) as f64 / args.steps as f64 / 1e9;
     let total: f64 = times.iter().sum();
     let mean = total / times.len() as f64;
     times.sort_by(f64::total_cmp);
@@ -137,6 +141,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "ms_per_step_min": round(times[0] * 1e3, 1),
         "gemm_gflop_per_step": round(gflop_per_step, 2),
         "gemm_gflops_at_median": round(gflops, 1),
+        "padding_gflop_per_step": round(padding_per_step, 2),
         "fma_peak_gflops": peak.map(|p| round(p, 1)),
         "fraction_of_peak": peak.map(|p| round(gflops / p, 3)),
     });
@@ -144,6 +149,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         // Each rank's GEMMs are counted on its own: the step's work is `ranks` times it.
         line["gemm_gflop_per_step"] = serde_json::json!(round(gflop_per_step * ranks as f64, 2));
         line["gemm_gflops_at_median"] = serde_json::json!(round(gflops * ranks as f64, 1));
+        line["padding_gflop_per_step"] = serde_json::json!(round(padding_per_step * ranks as f64, 2));
         line["fraction_of_peak"] = serde_json::json!(peak.map(|p| round(gflops * ranks as f64 / p, 3)));
         line["allreduce_ms_per_step"] = serde_json::json!(round(allreduce_ms, 2));
         line["collectives_per_step"] = serde_json::json!(round(collectives, 1));

@@ -57,6 +57,22 @@ impl ConvGeom {
         self.c * self.kh * self.kw
     }
 
+    /// Window reads that fall on the zero padding: the pairs of a kernel offset `(i, j)`
+    /// and an output position whose input pixel lies outside the image, out of the
+    /// `KH*KW*P_out` pairs of one channel. Each is a zero in the column matrix (or, read
+    /// backwards, an entry col2im drops), so every product over an unfolded batch spends
+    /// `C * padding_reads * N` times its other side multiply-adds on nothing. A window
+    /// reads inside the image exactly when both its row and its column do, so the
+    /// inside pairs are the row pairs times the column pairs.
+    pub fn padding_reads(&self) -> usize {
+        let inside = |len: usize, k: usize, outs: usize| -> usize {
+            let reads = |o: usize| (0..k).filter(move |&i| (o * self.stride + i).wrapping_sub(self.padding) < len);
+            (0..outs).map(|o| reads(o).count()).sum()
+        };
+        let all = self.kh * self.kw * self.p_out();
+        all - inside(self.h, self.kh, self.h_out()) * inside(self.w, self.kw, self.w_out())
+    }
+
     /// True if at least one window fits; the layers check this before using the geometry.
     pub fn is_valid(&self) -> bool {
         self.stride > 0
@@ -531,6 +547,22 @@ mod tests {
             }
         }
         cols
+    }
+
+    /// The padding reads are the zeros that padding puts into the column matrix (an
+    /// image of ones has no other zeros).
+    #[test]
+    fn padding_reads_are_the_padding_zeros_of_the_columns() {
+        for g in geoms().into_iter().chain(stride_two_geoms()) {
+            let ones = Array4::from_elem((1, 1, g.h, g.w), 1.0f32);
+            let one_channel = ConvGeom { c: 1, ..g };
+            let zeros = im2col_naive(&ones, &one_channel).iter().filter(|&&v| v == 0.0).count();
+            assert_eq!(g.padding_reads(), zeros, "{g:?}");
+        }
+        // CIFAR-10 D conv3, 8x8 -> 4x4: 14 of the 16 (kernel row, output row) pairs read
+        // inside the image, and as many column pairs: 60 of 256 reads (23%) are padding.
+        let conv3 = ConvGeom { c: 128, h: 8, w: 8, kh: 4, kw: 4, stride: 2, padding: 1 };
+        assert_eq!(conv3.padding_reads(), 256 - 14 * 14);
     }
 
     /// im2row is im2col's transpose, on every geometry of both lists.

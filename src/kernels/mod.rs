@@ -8,6 +8,8 @@ pub mod microkernel;
 mod pack;
 mod simd;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use ndarray::{ArrayView2, ArrayViewMut2};
 
 /// A scratch matrix kept from step to step. It grows to the largest shape it is asked
@@ -43,6 +45,24 @@ impl Workspace {
     pub fn dim(&self) -> (usize, usize) {
         (self.rows, self.cols)
     }
+}
+
+/// Multiply-adds that the products over unfolded batches spent on zero padding
+/// (`ConvGeom::padding_reads`) since the program started, over all threads: what
+/// `infogan bench` reports as `padding_gflop_per_step`, the part of the GEMM work a
+/// convolution that skipped the kernel rows and columns outside the image would not do.
+static PADDING_MACS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts the padding multiply-adds of one product over `images` images unfolded with
+/// geometry `g` (or folded back, for col2im's), whose other side is `other` long: the
+/// output channels of a convolution, the input channels of a transposed one.
+pub fn count_padding_macs(g: &im2col::ConvGeom, images: usize, other: usize) {
+    PADDING_MACS.fetch_add((g.c * g.padding_reads() * images * other) as u64, Ordering::Relaxed);
+}
+
+/// The multiply-adds `count_padding_macs` has counted so far.
+pub fn padding_macs_done() -> u64 {
+    PADDING_MACS.load(Ordering::Relaxed)
 }
 
 /// Bytes a chunk's column matrix may take. A whole batch's columns (up to 32 MiB in

@@ -21,7 +21,8 @@ use crate::init;
 use crate::kernels::gemm::{gemm, with_packed_lhs};
 use crate::kernels::im2col::{ConvGeom, from_channel_major, row_sums_into, to_channel_major};
 use crate::kernels::{
-    Workspace, chunk_images, for_each_unfolded, for_each_unfolded_rows, gemm_col2im, summed_chunk_images,
+    Workspace, chunk_images, count_padding_macs, for_each_unfolded, for_each_unfolded_rows, gemm_col2im,
+    summed_chunk_images,
 };
 
 #[derive(Clone)]
@@ -121,6 +122,7 @@ impl Conv2d {
                 },
             );
         });
+        count_padding_macs(&g, n, self.c_out());
         let mut y = buffers::take((n, self.c_out(), g.h_out(), g.w_out()));
         from_channel_major(self.y_cm.view(), self.bias.as_slice(), as3(&mut y));
         self.geom = g;
@@ -145,6 +147,7 @@ impl Conv2d {
         let mut dx = buffers::zeros((self.x.dim().0, g.c, g.h, g.w));
         let shard = self.shards.shard_images(self.x.dim().0);
         gemm_col2im(flat(&self.weight).t(), self.y_cm.view(), &g, None, &mut self.cols, dx.view_mut(), shard);
+        count_padding_macs(&g, self.x.dim().0, self.c_out());
         dx
     }
 }
@@ -184,6 +187,7 @@ impl Conv2d {
                 });
                 row_sums_into(dy_cm, grads[1]);
             });
+            count_padding_macs(&g, self.x.dim().0, self.c_out());
         }
     }
 }

@@ -21,7 +21,9 @@ use crate::collective::Shards;
 use crate::init;
 use crate::kernels::gemm::{gemm, with_packed_lhs};
 use crate::kernels::im2col::{ConvGeom, channel_sums_into, from_channel_major, to_channel_major};
-use crate::kernels::{Workspace, chunk_images, for_each_unfolded, gemm_col2im, summed_chunk_images};
+use crate::kernels::{
+    Workspace, chunk_images, count_padding_macs, for_each_unfolded, gemm_col2im, summed_chunk_images,
+};
 
 #[derive(Clone)]
 pub struct ConvTranspose2d {
@@ -114,6 +116,7 @@ impl ConvTranspose2d {
         let mut y = buffers::zeros((n, g.c, g.h, g.w));
         let (bias, shard) = (self.bias.as_slice(), self.shards.shard_images(n));
         gemm_col2im(flat(&self.weight).t(), self.x_cm.view(), &g, bias, &mut self.cols, y.view_mut(), shard);
+        count_padding_macs(&g, n, c_in);
         (self.geom, self.n) = (g, n);
         y
     }
@@ -172,6 +175,8 @@ impl ConvTranspose2d {
             }
         });
         buffers::give(dy);
+        // dx's product, and dweight's when it was made.
+        count_padding_macs(&g, self.n, c_in * (1 + usize::from(self.requires_grad)));
         let mut dx = buffers::take((self.n, self.c_in(), g.h_out(), g.w_out()));
         from_channel_major(self.dx_cm.view(), None, as3(&mut dx));
         dx
