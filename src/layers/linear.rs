@@ -26,6 +26,11 @@ pub struct Linear {
     /// The batch's shards: the parameter gradients are summed per shard, then over
     /// the shards (`Shards::accumulate`).
     pub shards: Shards,
+    /// Set by `zero_grad`: `dweight` and `dbias` count as zeros that were not written,
+    /// and the next `backward` writes them rather than adding to them (see
+    /// `layer_tensors!`). Read the gradients through `Layer::params` after a
+    /// `zero_grad` with no `backward` since.
+    grads_zeroed: bool,
     /// Cache of the latest forward. x: [N, F_in]
     x: Array2<f32>,
 }
@@ -42,6 +47,7 @@ impl Linear {
             dbias: Array1::zeros(f_out),
             requires_grad: true,
             shards: Shards::single(),
+            grads_zeroed: false,
             x: Array2::zeros((0, f_in)),
         }
     }
@@ -77,6 +83,9 @@ impl Linear {
     /// - `dweight += dy^T x`          ([F_out, N] x [N, F_in])
     /// - `dbias += sum over n of dy`
     ///
+    /// After `zero_grad`, `=` in place of `+=`: the product is written with beta 0
+    /// rather than added to zeros that were written first.
+    ///
     /// Both sums over n are made per shard of the batch, and `dx` a shard at a time (one shard unless the step
     /// is sharded), then added over the shards.
     ///
@@ -84,6 +93,16 @@ impl Linear {
     pub fn backward(&mut self, dy: Array2<f32>) -> Array2<f32> {
         check_shape("Linear", "dy", &[Some(self.x.nrows()), Some(self.f_out())], dy.shape());
         if self.requires_grad {
+            let fresh = std::mem::take(&mut self.grads_zeroed);
+            if fresh {
+                self.dbias.fill(0.0);
+                if !self.shards.is_single() {
+                    // The shards' sum is added into dweight.
+                    self.dweight.fill(0.0);
+                }
+            }
+            // A single shard's product is dweight itself; the shards' own start at zero.
+            let beta = if fresh { 0.0 } else { 1.0 };
             let (shape, x, shards) = (self.weight.dim(), &self.x, &self.shards);
             let dweight = self.dweight.as_slice_mut().expect("contiguous");
             let dbias = self.dbias.as_slice_mut().expect("contiguous");
@@ -91,7 +110,7 @@ impl Linear {
                 let rows = shards.rows(shard, x.nrows());
                 let (dy, x) = (dy.slice(s![rows.clone(), ..]), x.slice(s![rows, ..]));
                 let dweight = ArrayViewMut2::from_shape(shape, &mut *grads[0]).expect("dweight is [F_out, F_in]");
-                gemm(1.0, dy.t(), x, 1.0, dweight);
+                gemm(1.0, dy.t(), x, beta, dweight);
                 // Rows are summed in order, so the result does not depend on threads.
                 for row in dy.axis_iter(Axis(0)) {
                     grads[1].iter_mut().zip(row).for_each(|(b, &d)| *b += d);
@@ -109,7 +128,7 @@ impl Linear {
 }
 
 impl Layer for Linear {
-    layer_tensors!(params: [weight => dweight, bias => dbias], buffers: []);
+    layer_tensors!(params: [weight => dweight, bias => dbias], buffers: [], zeroed: grads_zeroed);
 
     fn forward(&mut self, x: ArrayD<f32>) -> ArrayD<f32> {
         Linear::forward(self, rank("Linear", "x", x)).into_dyn()
@@ -151,6 +170,62 @@ mod tests {
         let mut expected = layer.bias.broadcast((5, 11)).unwrap().to_owned();
         gemm_naive(1.0, x.view(), layer.weight.t(), 1.0, expected.view_mut());
         assert_close(&y, &expected, 1e-5, 1e-6, "linear forward");
+    }
+
+    /// The gradients of one backward pass after `zero_grad`, from a layer whose
+    /// gradients held `stale` values before it, on `shards` shards; then those of a
+    /// second pass on top, which must add.
+    fn gradients_after_zero_grad(stale: f32, shards: usize) -> [(Array2<f32>, Array1<f32>); 2] {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+        let mut layer = Linear::new(29, 13, &mut rng);
+        layer.shards = Shards::new(shards, None);
+        layer.dweight.fill(stale);
+        layer.dbias.fill(stale);
+        layer.zero_grad();
+        let grads = |layer: &mut Linear, seed: u64| {
+            layer.forward(random_array([8, 29], seed));
+            layer.backward(random_array([8, 13], seed + 1));
+            (layer.dweight.clone(), layer.dbias.clone())
+        };
+        [grads(&mut layer, 4), grads(&mut layer, 6)]
+    }
+
+    /// `zero_grad` writes nothing, yet the next backward pass gives the gradients of
+    /// zeroed ones, whatever the gradients held before, with and without shards; and
+    /// the pass after it adds to them.
+    #[test]
+    fn backward_after_zero_grad_writes_then_adds() {
+        for shards in [1, 2] {
+            let [first, second] = gradients_after_zero_grad(0.0, shards);
+            let [stale_first, stale_second] = gradients_after_zero_grad(f32::NAN, shards);
+            assert_eq!((&first, &second), (&stale_first, &stale_second), "{shards} shards: stale values leaked");
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+            let mut layer = Linear::new(29, 13, &mut rng);
+            layer.shards = Shards::new(shards, None);
+            layer.forward(random_array([8, 29], 6));
+            layer.backward(random_array([8, 13], 7));
+            assert_close(&second.0, &(&first.0 + &layer.dweight), 1e-6, 1e-6, "dweight adds after the first pass");
+            assert_close(&second.1, &(&first.1 + &layer.dbias), 1e-6, 1e-6, "dbias adds after the first pass");
+        }
+    }
+
+    /// Gradients read through `params` after `zero_grad`, with no backward pass since,
+    /// are zeros (what the optimizer of a layer that took no part in a step sees).
+    #[test]
+    fn params_after_zero_grad_hand_out_zeros() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+        let mut layer = Linear::new(7, 5, &mut rng);
+        layer.dweight.fill(1.5);
+        layer.dbias.fill(-2.0);
+        layer.zero_grad();
+        let mut seen = 0;
+        layer.visit_params(&mut |p| {
+            assert!(p.grad.iter().all(|&g| g == 0.0), "{} still holds its old gradient", p.name);
+            seen += 1;
+        });
+        assert_eq!(seen, 2);
+        layer.dweight.fill(3.0);
+        assert!(layer.params().iter().any(|p| p.grad.iter().any(|&g| g == 3.0)), "zeros written twice");
     }
 
     #[test]
