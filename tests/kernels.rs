@@ -129,6 +129,25 @@ fn fast_kernels_give_the_same_bits() {
     }
 }
 
+/// A transposed A is read in place, or packed when its rows are a multiple of 4 KiB
+/// apart (they would share one L1 set); either way the bits are those of the same
+/// A stored row-major, which is always packed.
+#[test]
+fn transposed_lhs_in_place_or_packed_equals_row_major() {
+    for &(m, k, n) in &[(1024, 128, 96), (1000, 130, 70), (2048, 300, 40)] {
+        let a_t: Array2<f32> = random_array([k, m], 1);
+        let a_rows = a_t.t().as_standard_layout().into_owned();
+        let b: Array2<f32> = random_array([k, n], 2);
+        for isa in Isa::available() {
+            let (mut c_t, mut c_rows) = (Array2::zeros((m, n)), Array2::zeros((m, n)));
+            gemm_on(isa, 1.0, a_t.t(), b.view(), 0.0, c_t.view_mut());
+            gemm_on(isa, 1.0, a_rows.view(), b.view(), 0.0, c_rows.view_mut());
+            let same = c_t.iter().zip(c_rows.iter()).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "{} {m}x{k}x{n}: A^T and A row-major differ", isa.name());
+        }
+    }
+}
+
 /// The products of one packed left operand equal separate GEMMs, bit for bit.
 #[test]
 fn packed_lhs_products_equal_gemm() {

@@ -272,10 +272,43 @@ fn with_a_buffer(f: impl FnOnce(&mut PackBuf)) {
     A_PACK.with(|b| b.borrow_mut().push(buf));
 }
 
-/// A read in place (rows adjacent in memory, the product narrow enough): its flat
-/// storage and the distance between consecutive `p`.
+/// A read in place (rows adjacent in memory, the product narrow enough, and a panel
+/// that the L1 cache can hold): its flat storage and the distance between consecutive
+/// `p`.
 fn in_place<'a, K: MicroKernel>(a: &ArrayView2<'a, f32>, n: usize) -> Option<(&'a [f32], usize)> {
-    super::pack::lines(*a).filter(|_| K::READS_A_IN_PLACE && a.nrows() >= K::MR && n < IN_PLACE_MAX_N)
+    super::pack::lines(*a).filter(|&(_, lda)| {
+        K::READS_A_IN_PLACE && a.nrows() >= K::MR && n < IN_PLACE_MAX_N && panel_fits_l1(lda, a.ncols().min(KC))
+    })
+}
+
+/// Sets of an L1 data cache: 64 on the x86-64 cores of this kind (32 KiB 8-way,
+/// 48 KiB 12-way), with 64-byte lines.
+const L1_SETS: usize = 64;
+
+/// Lines of an in-place A panel that one L1 set may hold: 8 of its 8 or 12 ways, the
+/// rest left to the B panel, which streams through every set.
+const L1_WAYS_FOR_A: usize = 8;
+
+/// Whether an in-place A panel (one line per `p`, `kc` values of `p` read `lda` floats
+/// apart) stays in L1 while the tiles of one B panel reuse it. Its lines fall in
+/// `L1_SETS / gcd(lda/16, L1_SETS)` sets: with rows 4 KiB apart (a weight of 1024
+/// output channels read transposed) all of them land in one set, and every tile
+/// reloads the panel from L2. Measured on an Intel Xeon (family 6 model 207,
+/// AVX-512) with 2 threads, best of 15, in place against packed (GFLOP/s):
+/// 1024x128x490 (ta) 253-259 against 285-286, 1024x128x512 (ta) 262 against 282-292,
+/// 2048x256x256 (ta) 216-231 against 289-290; 6272x64x1024 (ta), whose 64 lines
+/// spread over 8 sets, still reads in place.
+fn panel_fits_l1(lda: usize, kc: usize) -> bool {
+    const LINE_FLOATS: usize = 16;
+    if !lda.is_multiple_of(LINE_FLOATS) {
+        return true;
+    }
+    let sets = L1_SETS / gcd(lda / LINE_FLOATS, L1_SETS);
+    sets * L1_WAYS_FOR_A >= kc
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 /// The floats `pack_a_into` writes for `a` in a product `n` columns wide.
@@ -391,4 +424,22 @@ fn task<K: MicroKernel>(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_place_panels_that_alias_in_l1_are_packed() {
+        // Rows 4 KiB apart: one set for all 128 lines.
+        assert!(!panel_fits_l1(1024, 128));
+        assert!(!panel_fits_l1(2048, KC));
+        // 8 sets of 8 lines hold 64 lines, not 65.
+        assert!(panel_fits_l1(6272, 64));
+        assert!(!panel_fits_l1(6272, 65));
+        // Not a whole number of lines apart, or an odd number of lines: every set.
+        assert!(panel_fits_l1(490, KC));
+        assert!(panel_fits_l1(16 * 65, KC));
+    }
 }
