@@ -144,7 +144,8 @@ impl Conv2d {
     pub fn backward(&mut self, dy: Array4<f32>) -> Array4<f32> {
         self.backward_params(dy);
         let g = self.geom;
-        let mut dx = buffers::zeros((self.x.dim().0, g.c, g.h, g.w));
+        // Uninitialised: col2im overwrites every element.
+        let mut dx = buffers::take((self.x.dim().0, g.c, g.h, g.w));
         let shard = self.shards.shard_images(self.x.dim().0);
         gemm_col2im(flat(&self.weight).t(), self.y_cm.view(), &g, None, &mut self.cols, dx.view_mut(), shard);
         count_padding_macs(&g, self.x.dim().0, self.c_out());

@@ -113,7 +113,8 @@ impl ConvTranspose2d {
         self.x_cm.resize(c_in, n * h * w);
         to_channel_major(view3(&x), self.x_cm.view_mut());
         buffers::give(x);
-        let mut y = buffers::zeros((n, g.c, g.h, g.w));
+        // Uninitialised: col2im overwrites every element.
+        let mut y = buffers::take((n, g.c, g.h, g.w));
         let (bias, shard) = (self.bias.as_slice(), self.shards.shard_images(n));
         gemm_col2im(flat(&self.weight).t(), self.x_cm.view(), &g, bias, &mut self.cols, y.view_mut(), shard);
         count_padding_macs(&g, n, c_in);
