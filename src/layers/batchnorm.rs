@@ -262,9 +262,12 @@ fn into3<D: Dimension>(x: Array<f32, D>) -> Array3<f32> {
     standard(x).into_shape_with_order((n, c, p)).expect("same element count")
 }
 
-/// Channels per parallel task of the reductions.
+/// Channels per parallel task of the reductions: at most `4096 / P` (a task's run of
+/// one image stays small), and few enough that every thread gets two tasks. Each
+/// channel is summed within one task, so the cut does not change any bits.
 fn channel_block(c: usize, p: usize) -> usize {
-    (4096 / p.max(1)).clamp(1, c.max(1))
+    let tasks = 2 * rayon::current_num_threads();
+    (4096 / p.max(1)).min(c.div_ceil(tasks)).clamp(1, c.max(1))
 }
 
 /// Runs `f(c0, c1, acc)` for blocks of channels `c0..c1` in parallel, each on the
@@ -278,16 +281,65 @@ fn per_channel_block(out: &mut [f64], width: usize, c: usize, p: usize, f: impl 
     });
 }
 
-/// Each channel's sum over its values, in f64, in the fixed order n-major then p. A
-/// block of channels reads, for each sample, one contiguous run of `x`.
+/// Interleaved partial sums of a run: value `i` goes to lane `i % LANES`, and the lanes
+/// are added pairwise at the end. One f64 chain would wait out an add's latency
+/// (4 cycles) on every value; eight independent ones fill the vector units. The
+/// order is fixed, so the sum does not depend on the thread count.
+const LANES: usize = 8;
+
+/// `sum f(v)` over `run` in f64, in `LANES` partial sums.
+fn lane_sum(run: &[f32], f: impl Fn(f32) -> f64) -> f64 {
+    let mut lanes = [0f64; LANES];
+    let mut chunks = run.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(chunk) {
+            *l += f(v);
+        }
+    }
+    for (l, &v) in lanes.iter_mut().zip(chunks.remainder()) {
+        *l += f(v);
+    }
+    add_lanes(lanes)
+}
+
+/// `[sum d, sum d*x]` over the runs `d` and `x` in f64, in `LANES` partial sums each.
+fn lane_pair_sum(d: &[f32], x: &[f32]) -> [f64; 2] {
+    let (mut sums, mut products) = ([0f64; LANES], [0f64; LANES]);
+    let (mut dc, mut xc) = (d.chunks_exact(LANES), x.chunks_exact(LANES));
+    for (dv, xv) in (&mut dc).zip(&mut xc) {
+        for i in 0..LANES {
+            sums[i] += dv[i] as f64;
+            products[i] += dv[i] as f64 * xv[i] as f64;
+        }
+    }
+    for (i, (&dv, &xv)) in dc.remainder().iter().zip(xc.remainder()).enumerate() {
+        sums[i] += dv as f64;
+        products[i] += dv as f64 * xv as f64;
+    }
+    [add_lanes(sums), add_lanes(products)]
+}
+
+fn add_lanes(l: [f64; LANES]) -> f64 {
+    ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
+}
+
+/// Each channel's sum over its values, in f64, image after image, each image's run in
+/// `LANES` partial sums. A block of channels reads, for each image, one contiguous run
+/// of `x`; with one value per channel (`P = 1`, features) the adds run across the
+/// channels instead, which are independent already.
 ///
 /// x: [N, C, P] flat, out: `[C]`
 fn channel_sums(x: &[f32], c: usize, p: usize, out: &mut [f64]) {
     let n = x.len() / (c * p);
     per_channel_block(out, 1, c, p, |c0, c1, acc| {
         for img in 0..n {
-            for (a, seg) in acc.iter_mut().zip(x[(img * c + c0) * p..(img * c + c1) * p].chunks_exact(p)) {
-                *a += seg.iter().map(|&v| v as f64).sum::<f64>();
+            let run = &x[(img * c + c0) * p..(img * c + c1) * p];
+            if p == 1 {
+                acc.iter_mut().zip(run).for_each(|(a, &v)| *a += v as f64);
+            } else {
+                for (a, seg) in acc.iter_mut().zip(run.chunks_exact(p)) {
+                    *a += lane_sum(seg, |v| v as f64);
+                }
             }
         }
     })
@@ -301,9 +353,14 @@ fn channel_squares(x: &[f32], mean: &[f64], c: usize, p: usize, out: &mut [f64])
     let n = x.len() / (c * p);
     per_channel_block(out, 1, c, p, |c0, c1, acc| {
         for img in 0..n {
-            let run = x[(img * c + c0) * p..(img * c + c1) * p].chunks_exact(p);
-            for ((a, seg), &mu) in acc.iter_mut().zip(run).zip(&mean[c0..c1]) {
-                *a += seg.iter().map(|&v| (v as f64 - mu).powi(2)).sum::<f64>();
+            let run = &x[(img * c + c0) * p..(img * c + c1) * p];
+            let mean = &mean[c0..c1];
+            if p == 1 {
+                acc.iter_mut().zip(run).zip(mean).for_each(|((a, &v), &mu)| *a += (v as f64 - mu).powi(2));
+            } else {
+                for ((a, seg), &mu) in acc.iter_mut().zip(run.chunks_exact(p)).zip(mean) {
+                    *a += lane_sum(seg, |v| (v as f64 - mu).powi(2));
+                }
             }
         }
     })
@@ -317,11 +374,17 @@ fn channel_pair_sums(dy: &[f32], x_hat: &[f32], c: usize, p: usize, out: &mut [f
     per_channel_block(out, 2, c, p, |c0, c1, acc| {
         for img in 0..n {
             let range = (img * c + c0) * p..(img * c + c1) * p;
-            let runs = dy[range.clone()].chunks_exact(p).zip(x_hat[range].chunks_exact(p));
-            for (a, (ds, xs)) in acc.chunks_exact_mut(2).zip(runs) {
-                for (&d, &xh) in ds.iter().zip(xs) {
+            let (ds, xs) = (&dy[range.clone()], &x_hat[range]);
+            if p == 1 {
+                for (a, (&d, &xh)) in acc.chunks_exact_mut(2).zip(ds.iter().zip(xs)) {
                     a[0] += d as f64;
                     a[1] += d as f64 * xh as f64;
+                }
+            } else {
+                for (a, (d, x)) in acc.chunks_exact_mut(2).zip(ds.chunks_exact(p).zip(xs.chunks_exact(p))) {
+                    let [sum, product] = lane_pair_sum(d, x);
+                    a[0] += sum;
+                    a[1] += product;
                 }
             }
         }
