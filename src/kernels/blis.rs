@@ -297,7 +297,8 @@ const L1_WAYS_FOR_A: usize = 8;
 /// AVX-512) with 2 threads, best of 15, in place against packed (GFLOP/s):
 /// 1024x128x490 (ta) 253-259 against 285-286, 1024x128x512 (ta) 262 against 282-292,
 /// 2048x256x256 (ta) 216-231 against 289-290; 6272x64x1024 (ta), whose 64 lines
-/// spread over 8 sets, still reads in place.
+/// spread over 8 sets, still reads in place. (On the Zen 5 of `IN_PLACE_MAX_N`'s
+/// figures, 2048x256x256 read in place was the faster; not re-measured since.)
 fn panel_fits_l1(lda: usize, kc: usize) -> bool {
     const LINE_FLOATS: usize = 16;
     if !lda.is_multiple_of(LINE_FLOATS) {
