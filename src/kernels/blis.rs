@@ -304,12 +304,8 @@ fn panel_fits_l1(lda: usize, kc: usize) -> bool {
     if !lda.is_multiple_of(LINE_FLOATS) {
         return true;
     }
-    let sets = L1_SETS / gcd(lda / LINE_FLOATS, L1_SETS);
+    let sets = L1_SETS / super::gcd(lda / LINE_FLOATS, L1_SETS);
     sets * L1_WAYS_FOR_A >= kc
-}
-
-fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 /// The floats `pack_a_into` writes for `a` in a product `n` columns wide.

@@ -95,15 +95,16 @@ pub fn summed_chunk_images(g: &im2col::ConvGeom, n: usize, other: usize) -> usiz
     if plan.split == gemm::Split::Depth && plan.count > 1 {
         return whole;
     }
-    let (mut a, mut b) = (g.p_out().max(1), gemm::KC);
-    while b != 0 {
-        (a, b) = (b, a % b);
-    }
-    let step = gemm::KC / a;
+    let step = gemm::KC / gcd(g.p_out().max(1), gemm::KC);
     match chunk_images(g) / step * step {
         0 => whole,
         chunk => chunk.min(whole),
     }
+}
+
+/// The greatest common divisor of `a` and `b` (Euclid's algorithm).
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 /// The images `0..n` in consecutive chunks of `chunk` (the last may be shorter).
