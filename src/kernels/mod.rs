@@ -4,9 +4,12 @@
 mod blis;
 pub mod gemm;
 pub mod im2col;
+mod line_aligned;
 pub mod microkernel;
 mod pack;
 mod simd;
+
+pub use line_aligned::LineAligned;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
