@@ -9,6 +9,11 @@
 
 mod common;
 
+/// As in the binary: large blocks start on a cache line, so a large C is streamed
+/// the way training streams it.
+#[global_allocator]
+static ALLOCATOR: infogan::kernels::LineAligned = infogan::kernels::LineAligned;
+
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

@@ -148,6 +148,35 @@ fn transposed_lhs_in_place_or_packed_equals_row_major() {
     }
 }
 
+/// A C of 8 MiB or more, written once, is streamed past the caches (non-temporal
+/// stores of its whole aligned lines); the bits are those of the same product cut
+/// into column blocks small enough to be cached, and close to the triple loop's.
+#[test]
+fn streamed_c_equals_cached_c() {
+    // Rows of 2080 floats (a whole number of lines) on a line-aligned start: every
+    // full vector of a row is a whole aligned line. 1027 rows: a ragged last panel.
+    let (m, k, n) = (1027, 70, 2080);
+    assert!(m * n * 4 >= 8 << 20, "the product must be large enough to stream");
+    let a_t: Array2<f32> = random_array([k, m], 1);
+    let b: Array2<f32> = random_array([k, n], 2);
+    let mut naive = Array2::zeros((m, n));
+    gemm_naive(1.0, a_t.t(), b.view(), 0.0, naive.view_mut());
+    for isa in Isa::available() {
+        let mut store = vec![f32::NAN; m * n + 16];
+        let start = store.as_ptr().align_offset(64);
+        let mut streamed = ndarray::ArrayViewMut2::from_shape((m, n), &mut store[start..start + m * n]).unwrap();
+        gemm_on(isa, 1.0, a_t.t(), b.view(), 0.0, streamed.view_mut());
+        let mut cached = Array2::from_elem((m, n), f32::NAN);
+        for c0 in (0..n).step_by(512) {
+            let cols = c0..(c0 + 512).min(n);
+            gemm_on(isa, 1.0, a_t.t(), b.slice(s![.., cols.clone()]), 0.0, cached.slice_mut(s![.., cols]));
+        }
+        let same = streamed.iter().zip(cached.iter()).all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(same, "{}: streamed and cached C differ", isa.name());
+        assert_close(&cached, &naive, 1e-4, gemm_tol(k), &format!("{} streamed {m}x{k}x{n}", isa.name()));
+    }
+}
+
 /// The products of one packed left operand equal separate GEMMs, bit for bit.
 #[test]
 fn packed_lhs_products_equal_gemm() {

@@ -110,13 +110,14 @@ fn run_tasks<K: MicroKernel>(alpha: f32, pa: &PackedA, b: ArrayView2<f32>, beta:
     let tasks = row_tasks * col_tasks;
     let rsc = c.strides()[0].max(0) as usize;
     let base = TilePtr(c.as_mut_ptr());
+    let stream = streams(beta, pa.k, m, n);
     let run = |t: usize| {
         let (r0, c0) = ((t / col_tasks) * row_block, (t % col_tasks) * col_block);
         let (rows, cols) = (row_block.min(m - r0), col_block.min(n - c0));
         // SAFETY: (r0, c0) is inside C and the task's tiles are rows r0..r0+rows and
         // columns c0..c0+cols of C, disjoint from every other task's.
         let c = unsafe { base.at(r0 * rsc + c0) };
-        task::<K>(alpha, pa, r0..r0 + rows, b.slice(s![.., c0..c0 + cols]), beta, c, rsc);
+        task::<K>(alpha, pa, r0..r0 + rows, b.slice(s![.., c0..c0 + cols]), beta, c, rsc, stream);
     };
     if tasks == 1 {
         run(0);
@@ -170,8 +171,25 @@ fn fast_rows_serial<K: MicroKernel>(
         let cols = NC.min(n - c0);
         // SAFETY: column c0 of row 0 is inside C, which this call borrows mutably.
         let tile = unsafe { base.at(c0) };
-        task::<K>(alpha, &pa, 0..m, b.slice(s![.., c0..c0 + cols]), beta, tile, rsc);
+        task::<K>(alpha, &pa, 0..m, b.slice(s![.., c0..c0 + cols]), beta, tile, rsc, false);
     }
+}
+
+/// C is written with non-temporal stores (`MicroKernel::tile`'s `stream`) from this
+/// size on: a C larger than the L2 caches of all the threads together leaves the
+/// caches as it is written anyway, and a cached store first reads each line of C from
+/// memory (read for ownership) only to overwrite it. The weight gradients of MNIST's
+/// dense layers (6272x1024, 25.7 MB, K = the batch) are such products: measured in
+/// `infogan bench --dataset mnist --profile`, 2 threads, AVX-512, three alternated
+/// runs, 1024x128x6272 (ta) took 5.9-6.7 ms a step against 7.5-8.3 cached, and
+/// 6272x64x1024 (ta) 3.6-4.7 against 5.2-5.9; Adam, which reads them next, 9.8-10.1
+/// against 9.7-10.3.
+const STREAM_MIN_BYTES: usize = 8 << 20;
+
+/// Whether a product writes C with non-temporal stores: C is large, written once (one
+/// K block, beta 0) and not read.
+fn streams(beta: f32, k: usize, m: usize, n: usize) -> bool {
+    beta == 0.0 && k <= KC && m * n * size_of::<f32>() >= STREAM_MIN_BYTES
 }
 
 /// The tasks' block of rows and of columns of C. Any grid gives the same bits (it
@@ -367,7 +385,8 @@ fn pack_a_into<'a, K: MicroKernel>(
 
 /// One task: `C[rows, cols] = alpha A[rows, ..] B + beta C[rows, cols]` on this thread,
 /// with A packed and `rows` starting on a panel. b: [K, cols]; c: the block's first
-/// element, row stride `rsc`.
+/// element, row stride `rsc`; `stream`: C written with non-temporal stores (`streams`).
+#[allow(clippy::too_many_arguments)]
 fn task<K: MicroKernel>(
     alpha: f32,
     a: &PackedA,
@@ -376,6 +395,7 @@ fn task<K: MicroKernel>(
     beta: f32,
     c: TilePtr,
     rsc: usize,
+    stream: bool,
 ) {
     let (m, k) = (rows.len(), a.k);
     let n = b.ncols();
@@ -414,6 +434,7 @@ fn task<K: MicroKernel>(
                                 K::NR.min(n - j),
                                 alpha,
                                 beta,
+                                stream,
                             );
                         }
                     }
@@ -421,6 +442,9 @@ fn task<K: MicroKernel>(
             }
         }
     });
+    if stream {
+        super::simd::store_fence();
+    }
 }
 
 #[cfg(test)]

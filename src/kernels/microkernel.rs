@@ -157,6 +157,9 @@ pub(crate) trait MicroKernel {
     /// `C[i, j] = alpha * sum_p a[p*a_step + i] b[p*NR + j] + beta * C[i, j]` for `i < m`,
     /// `j < n`, where `C[i, j]` is `c[i*rsc + j]`. With `beta == 0`, C is not read.
     /// (`a_step` is MR for a packed panel, A's column stride for one read in place.)
+    /// With `stream` (only with `beta == 0`), the vectors that fill a whole aligned
+    /// cache line of C are written with non-temporal stores, which bypass the caches;
+    /// the caller ends its run of tiles with `simd::store_fence`.
     ///
     /// # Safety
     /// The CPU supports the kernel's instruction set; `a` holds `(kc - 1)*a_step + MR`
@@ -175,6 +178,7 @@ pub(crate) trait MicroKernel {
         n: usize,
         alpha: f32,
         beta: f32,
+        stream: bool,
     );
 
     /// Packs an `[mc, kc]` block of A into panels of MR rows (`pack::pack_a`).

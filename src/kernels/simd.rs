@@ -28,6 +28,16 @@ pub(crate) fn transpose_lines(src: &[f32], stride: usize, lines: usize, len: usi
     transpose_lines_scalar(src, stride, lines, len, dst, width);
 }
 
+/// Orders the non-temporal stores made so far before any later store, so that the
+/// thread that waits for this one's task sees them (`MicroKernel::tile`'s `stream`).
+pub(crate) fn store_fence() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SFENCE is part of SSE, which every x86-64 CPU has.
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    };
+}
+
 /// The reference, one element at a time.
 pub(crate) fn transpose_lines_scalar(
     src: &[f32],

@@ -38,9 +38,10 @@ impl MicroKernel for Avx512 {
         n: usize,
         alpha: f32,
         beta: f32,
+        stream: bool,
     ) {
         // SAFETY: forwarded from the caller's contract, which includes AVX-512F.
-        unsafe { tile_avx512::<8, 2>(kc, a, a_step, b, c, rsc, m, n, alpha, beta) }
+        unsafe { tile_avx512::<8, 2>(kc, a, a_step, b, c, rsc, m, n, alpha, beta, stream) }
     }
 }
 
@@ -73,9 +74,10 @@ impl MicroKernel for Avx2 {
         n: usize,
         alpha: f32,
         beta: f32,
+        stream: bool,
     ) {
         // SAFETY: forwarded from the caller's contract, which includes AVX2 and FMA.
-        unsafe { tile_avx2::<6, 2>(kc, a, a_step, b, c, rsc, m, n, alpha, beta) }
+        unsafe { tile_avx2::<6, 2>(kc, a, a_step, b, c, rsc, m, n, alpha, beta, stream) }
     }
 }
 
@@ -129,6 +131,7 @@ unsafe fn tile_avx512<const MR: usize, const NV: usize>(
     n: usize,
     alpha: f32,
     beta: f32,
+    stream: bool,
 ) {
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     let (mut ap, mut bp) = (a, b);
@@ -164,6 +167,11 @@ unsafe fn tile_avx512<const MR: usize, const NV: usize>(
             unsafe {
                 let dst = c.add(i * rsc + 16 * v);
                 let t = if alpha == 1.0 { t } else { _mm512_mul_ps(t, alpha_v) };
+                if stream && beta == 0.0 && cols == 16 && dst.addr().is_multiple_of(64) {
+                    // The whole line, aligned (vmovntps needs 64 bytes).
+                    _mm512_stream_ps(dst, t);
+                    continue;
+                }
                 let t = if beta == 0.0 {
                     t
                 } else if beta == 1.0 {
@@ -191,6 +199,7 @@ unsafe fn tile_avx2<const MR: usize, const NV: usize>(
     n: usize,
     alpha: f32,
     beta: f32,
+    stream: bool,
 ) {
     let mut acc = [[_mm256_setzero_ps(); NV]; MR];
     let (mut ap, mut bp) = (a, b);
@@ -230,6 +239,12 @@ unsafe fn tile_avx2<const MR: usize, const NV: usize>(
                 // vmaskmovps, several times slower than vmovups. Otherwise lane j is
                 // moved where j < cols (the sign bit of the mask selects it).
                 let whole = cols == 8;
+                if stream && beta == 0.0 && n == 16 && c.add(i * rsc).addr().is_multiple_of(64) {
+                    // The row's two vectors are the two halves of one aligned line,
+                    // which is so written whole (vmovntps needs 32-byte alignment).
+                    _mm256_stream_ps(dst, t);
+                    continue;
+                }
                 let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols as i32), lanes);
                 let t = if beta == 0.0 {
                     t
