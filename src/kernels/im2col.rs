@@ -108,7 +108,7 @@ impl ConvGeom {
 /// `cols[(c, i, j), n*P_out + q] = x[n, c, oh*s - p + i, ow*s - p + j]` (0 in the padding).
 ///
 /// x: [N, C, H, W], cols: [C*KH*KW, N*P_out]. At stride 2 with the output widths of
-/// the models, `im2col_s2`; otherwise `im2col_table`, the general path.
+/// the models, `im2col_k4s2`; otherwise `im2col_table`, the general path.
 pub fn im2col(x: ArrayView4<f32>, g: &ConvGeom, mut cols: ArrayViewMut2<f32>) {
     let _time = crate::profile::scope(crate::profile::Phase::Im2col);
     let n = x.dim().0;
@@ -116,14 +116,14 @@ pub fn im2col(x: ArrayView4<f32>, g: &ConvGeom, mut cols: ArrayViewMut2<f32>) {
     assert_eq!(cols.dim(), (g.rows(), n * g.p_out()), "im2col: cols shape");
     let x = x.as_standard_layout();
     let x = x.as_slice().expect("standard layout");
-    let fast = stride_two(g, |wo| {
+    let fast = kernel_four(g, |wo| {
         match wo {
-            2 => im2col_s2::<2>(x, g, cols.view_mut()),
-            4 => im2col_s2::<4>(x, g, cols.view_mut()),
-            7 => im2col_s2::<7>(x, g, cols.view_mut()),
-            8 => im2col_s2::<8>(x, g, cols.view_mut()),
-            14 => im2col_s2::<14>(x, g, cols.view_mut()),
-            16 => im2col_s2::<16>(x, g, cols.view_mut()),
+            2 => im2col_k4s2::<2>(x, g, cols.view_mut()),
+            4 => im2col_k4s2::<4>(x, g, cols.view_mut()),
+            7 => im2col_k4s2::<7>(x, g, cols.view_mut()),
+            8 => im2col_k4s2::<8>(x, g, cols.view_mut()),
+            14 => im2col_k4s2::<14>(x, g, cols.view_mut()),
+            16 => im2col_k4s2::<16>(x, g, cols.view_mut()),
             _ => return false,
         }
         true
@@ -272,83 +272,109 @@ fn col2im_k4s2<const WO: usize>(cols: &[f32], n: usize, g: &ConvGeom, bias: Opti
     });
 }
 
-/// Values a phase row holds beyond the output width: room for the window's reach
-/// (`(KW - 1) / 2`) and for the last pixels of a row.
-const PHASE_SLACK: usize = 8;
-
-/// Runs `f(W_out)` when `g` has stride 2 and its rows fit the phase rows of
-/// `im2col_s2`; `f` returns false for a width without a loop of its own.
-fn stride_two(g: &ConvGeom, f: impl FnOnce(usize) -> bool) -> bool {
-    let wo = g.w_out();
-    g.stride == 2 && (g.kw - 1) / 2 <= PHASE_SLACK && (g.w - 1 + g.padding) / 2 < wo + PHASE_SLACK && f(wo)
-}
-
-/// The zero-padded plane `[H + 2p, W + 2p]` of a convolution at stride 2, each row cut
-/// into its even and odd columns: padded pixel `(r, q)` is at `[r, q % 2, q / 2]` of a
-/// `[H + 2p, 2, WO + PHASE_SLACK]` block. Window row `(i, j)` of output row `oh` reads
-/// padded pixels `(2*oh + i, 2*ow + j)` for `ow` in `0..WO`: the `WO` consecutive values
-/// from `[2*oh + i, j % 2, j / 2]`. With the width `WO` a constant, each such run is
-/// one fixed-size copy, which compiles to a few vector moves, where the general path
-/// looks every element up in a gather table. (The same layout for col2im, as
-/// fixed-size adds, was no faster than its scatter table when timed alone.)
-struct StrideTwo<const WO: usize> {
+/// One zero-padded plane at kernel 4, stride 2, padding 1, laid out so that each
+/// window offset's whole column-matrix row is one run of `P_out` consecutive values.
+///
+/// Window `(i, j)` at output `(oh, ow)` reads padded pixel `(2*oh + i, 2*ow + j)`. Each
+/// padded row `R` is stored four times, once per column offset `j`, as the `WO` values
+/// `j, j + 2, .., j + 2*(WO - 1)` of the padded row: with `e` and `o` the even and odd
+/// pixels of the unpadded row, `[0, o[..WO - 1]]`, `e`, `o` and `[e[1..], 0]`. Each
+/// copy sits in section `(j, R % 2)`, at row `R / 2`. The rows `2*oh + i` that window
+/// `(i, j)` reads for `oh` in `0..HO` are then the consecutive rows `i / 2 ..` of
+/// section `(j, i % 2)`: `HO*WO = P_out` consecutive values, one copy into cols, where
+/// a gather table looks up every element.
+struct KernelFour<const WO: usize> {
+    /// Rows of a section: `HO + 1`, the padded rows of one parity.
     rows: usize,
 }
 
-impl<const WO: usize> StrideTwo<WO> {
-    const WIDTH: usize = WO + PHASE_SLACK;
-
+impl<const WO: usize> KernelFour<WO> {
     fn new(g: &ConvGeom) -> Self {
-        StrideTwo { rows: g.h + 2 * g.padding }
+        KernelFour { rows: g.h_out() + 1 }
     }
 
+    /// Floats of one plane's block: 4 column offsets x 2 parities x `rows` x `WO`.
     fn len(&self) -> usize {
-        self.rows * 2 * Self::WIDTH
+        8 * self.rows * WO
     }
 
-    /// The start of window row `(i, j)` of output row `oh`.
-    fn run(i: usize, j: usize, oh: usize) -> usize {
-        ((2 * oh + i) * 2 + j % 2) * Self::WIDTH + j / 2
+    /// The start of window `(i, j)`'s `P_out` values.
+    fn window(&self, i: usize, j: usize) -> usize {
+        ((j * 2 + i % 2) * self.rows + i / 2) * WO
     }
 
-    /// Where pixel `(ih, iw)` of the unpadded plane goes.
-    fn pixel(g: &ConvGeom, ih: usize, iw: usize) -> usize {
-        let q = iw + g.padding;
-        ((ih + g.padding) * 2 + q % 2) * Self::WIDTH + q / 2
+    /// Fills `block` (`len` floats) from `plane: [2*HO, 2*WO]`. The padding rows (0 and
+    /// `2*HO + 1`) are never written, so they stay as the caller left them: zero.
+    fn fill(&self, plane: &[f32], block: &mut [f32]) {
+        for (ih, row) in plane.chunks_exact(2 * WO).enumerate() {
+            let r = ih + 1;
+            let (mut even, mut odd) = ([0.0; WO], [0.0; WO]);
+            for (t, pair) in row.chunks_exact(2).enumerate() {
+                (even[t], odd[t]) = (pair[0], pair[1]);
+            }
+            let at = |j: usize| ((j * 2 + r % 2) * self.rows + r / 2) * WO;
+            let shifted: [[f32; WO]; 4] = [
+                std::array::from_fn(|t| if t == 0 { 0.0 } else { odd[t - 1] }),
+                even,
+                odd,
+                std::array::from_fn(|t| if t + 1 == WO { 0.0 } else { even[t + 1] }),
+            ];
+            for (j, values) in shifted.iter().enumerate() {
+                let dst: &mut [f32; WO] = (&mut block[at(j)..][..WO]).try_into().expect("WO values");
+                *dst = *values;
+            }
+        }
     }
 }
 
-/// `im2col` at stride 2 with output width `WO` (see `StrideTwo`). Parallel over
-/// images; each takes its planes one at a time into this thread's phase block.
-fn im2col_s2<const WO: usize>(x: &[f32], g: &ConvGeom, mut cols: ArrayViewMut2<f32>) {
+/// Channels from which `im2col_k4s2` goes channel by channel; below, image by image.
+const K4_CHANNEL_TASKS: usize = 16;
+
+/// `im2col` at kernel 4, stride 2, padding 1 with output width `WO` (see `KernelFour`).
+/// With many channels, parallel over them: each channel's 16 rows of cols are written
+/// in order, whole, from the blocks of all the chunk's images (a few KiB each), so the
+/// writes run along cache lines. With few (a network's first layer), parallel over
+/// images. Against the phase rows this replaced (image by image, each output row's
+/// `WO` values one copy, each pixel placed one at a time), with 2 threads, best of
+/// 200: MNIST D conv2's 10-image chunk 96-104 us against 141, CIFAR-10 D conv2's 8
+/// images 105-106 against 192; in `infogan bench --profile`, the im2col/col2im phase
+/// of MNIST 10.0-10.9 ms a step against 15.3-16.1 (three alternated runs).
+fn im2col_k4s2<const WO: usize>(x: &[f32], g: &ConvGeom, mut cols: ArrayViewMut2<f32>) {
     let p_out = g.p_out();
+    let n = cols.ncols() / p_out.max(1);
     let plane_len = g.h * g.w;
-    let layout = StrideTwo::<WO>::new(g);
-    cols.axis_chunks_iter_mut(Axis(1), p_out).into_par_iter().enumerate().for_each(|(img, mut out)| {
-        // Zeroed once: every plane writes the same pixels, so the padding stays 0.
-        with_phase_block(layout.len(), |block| {
-            for c in 0..g.c {
-                let plane = &x[(img * g.c + c) * plane_len..][..plane_len];
-                for (ih, row) in plane.chunks_exact(g.w).enumerate() {
-                    for (iw, &v) in row.iter().enumerate() {
-                        block[StrideTwo::<WO>::pixel(g, ih, iw)] = v;
+    let layout = KernelFour::<WO>::new(g);
+    let len = layout.len();
+    let plane = |img: usize, c: usize| &x[(img * g.c + c) * plane_len..][..plane_len];
+    if g.c >= K4_CHANNEL_TASKS {
+        cols.axis_chunks_iter_mut(Axis(0), 16).into_par_iter().enumerate().for_each(|(c, mut rows)| {
+            with_phase_block(n * len, |block| {
+                for (img, block) in block.chunks_exact_mut(len).enumerate() {
+                    layout.fill(plane(img, c), block);
+                }
+                for (w, mut row) in rows.outer_iter_mut().enumerate() {
+                    let start = layout.window(w / 4, w % 4);
+                    let row = row.as_slice_mut().expect("rows of cols are contiguous");
+                    for (dst, block) in row.chunks_exact_mut(p_out).zip(block.chunks_exact(len)) {
+                        dst.copy_from_slice(&block[start..][..p_out]);
                     }
                 }
-                for i in 0..g.kh {
-                    for j in 0..g.kw {
-                        let mut row = out.row_mut((c * g.kh + i) * g.kw + j);
-                        let row = row.as_slice_mut().expect("rows of cols are contiguous");
-                        for (oh, dst) in row.chunks_exact_mut(WO).enumerate() {
-                            let src: &[f32; WO] =
-                                block[StrideTwo::<WO>::run(i, j, oh)..][..WO].try_into().expect("WO values");
-                            let dst: &mut [f32; WO] = dst.try_into().expect("WO values");
-                            *dst = *src;
-                        }
-                    }
-                }
-            }
+            });
         });
-    });
+    } else {
+        cols.axis_chunks_iter_mut(Axis(1), p_out).into_par_iter().enumerate().for_each(|(img, mut out)| {
+            with_phase_block(len, |block| {
+                for c in 0..g.c {
+                    layout.fill(plane(img, c), block);
+                    for w in 0..16 {
+                        let mut row = out.row_mut(c * 16 + w);
+                        let row = row.as_slice_mut().expect("a row of an image's columns is contiguous");
+                        row.copy_from_slice(&block[layout.window(w / 4, w % 4)..][..p_out]);
+                    }
+                }
+            });
+        });
+    }
 }
 
 /// The transpose of `im2col`, one row per output position:
@@ -360,9 +386,12 @@ fn im2col_s2<const WO: usize>(x: &[f32], g: &ConvGeom, mut cols: ArrayViewMut2<f
 /// (measured on CIFAR-10 D conv2's chunk, 128x512x1024 on 2 threads: 147 GFLOP/s from
 /// `cols`, 176 from `rows`).
 ///
-/// Parallel over images. Each image is copied into this thread's zero-bordered block
-/// `[C, H + 2p, W + 2p]`, so that a window's row is `KW` consecutive values, copied
-/// as one fixed-size move at `KW == 4` (the models' kernels).
+/// Parallel over images. Each image's planes are copied one at a time into this
+/// thread's zero-bordered block `[H + 2p, W + 2p]`, so that a window's row is `KW`
+/// consecutive values, copied as one fixed-size move at `KW == 4` (the models'
+/// kernels), and the plane stays in L1 while every position reads it. (With the
+/// whole image bordered at once, `[C, H + 2p, W + 2p]`, each position read all the
+/// planes: CIFAR-10 D conv2's 8-image chunk took 209 us against 145, 2 threads.)
 pub fn im2row(x: ArrayView4<f32>, g: &ConvGeom, mut rows: ArrayViewMut2<f32>) {
     let _time = crate::profile::scope(crate::profile::Phase::Im2col);
     let n = x.dim().0;
@@ -383,25 +412,29 @@ fn im2row_padded<const KW: usize>(x: &[f32], g: &ConvGeom, rows: &mut [f32]) {
     let (p_out, wo, k) = (g.p_out(), g.w_out(), g.rows());
     let (hp, wp) = (g.h + 2 * g.padding, g.w + 2 * g.padding);
     let plane_len = g.h * g.w;
+    let window = g.kh * g.kw;
     rows.par_chunks_mut(p_out * k).enumerate().for_each(|(img, out)| {
         // Zeroed once per image: every plane writes the same pixels, so the border stays 0.
-        with_phase_block(g.c * hp * wp, |block| {
+        with_phase_block(hp * wp, |block| {
             for c in 0..g.c {
                 let plane = &x[(img * g.c + c) * plane_len..][..plane_len];
                 for (ih, row) in plane.chunks_exact(g.w).enumerate() {
-                    block[(c * hp + ih + g.padding) * wp + g.padding..][..g.w].copy_from_slice(row);
+                    block[(ih + g.padding) * wp + g.padding..][..g.w].copy_from_slice(row);
                 }
-            }
-            for (q, dst) in out.chunks_exact_mut(k).enumerate() {
-                let (oh, ow) = (q / wo, q % wo);
-                for (ci, dst) in dst.chunks_exact_mut(g.kw).enumerate() {
-                    let (c, i) = (ci / g.kh, ci % g.kh);
-                    let src = &block[(c * hp + oh * g.stride + i) * wp + ow * g.stride..][..g.kw];
-                    if KW == 0 {
-                        dst.copy_from_slice(src);
-                    } else {
-                        let dst: &mut [f32; KW] = dst.try_into().expect("KW values");
-                        *dst = src.try_into().expect("KW values");
+                // A channel at a time, so the bordered plane stays in L1; each position's
+                // window is `KH*KW` consecutive values of its row (a whole cache line at
+                // kernel 4 with the line-aligned workspace).
+                for (q, dst) in out.chunks_exact_mut(k).enumerate() {
+                    let (oh, ow) = (q / wo, q % wo);
+                    let dst = &mut dst[c * window..][..window];
+                    for (i, dst) in dst.chunks_exact_mut(g.kw).enumerate() {
+                        let src = &block[(oh * g.stride + i) * wp + ow * g.stride..][..g.kw];
+                        if KW == 0 {
+                            dst.copy_from_slice(src);
+                        } else {
+                            let dst: &mut [f32; KW] = dst.try_into().expect("KW values");
+                            *dst = src.try_into().expect("KW values");
+                        }
                     }
                 }
             }
@@ -410,7 +443,7 @@ fn im2row_padded<const KW: usize>(x: &[f32], g: &ConvGeom, rows: &mut [f32]) {
 }
 
 thread_local! {
-    /// Each thread's phase block (`StrideTwo`) or bordered image (`im2row`), kept
+    /// Each thread's plane blocks (`KernelFour`) or bordered image (`im2row`), kept
     /// from call to call.
     static PHASE_BLOCK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
@@ -605,13 +638,25 @@ mod tests {
         }
     }
 
-    /// Stride-2 geometries with every output width `im2col_s2` has a loop for, and
-    /// some beside them that fall back to the tables.
+    /// Stride-2 geometries with every output width `im2col_k4s2` has a loop for, with
+    /// few channels (image by image) and many (channel by channel), and some beside
+    /// them that fall back to the tables.
     fn stride_two_geoms() -> Vec<ConvGeom> {
         let mut v = Vec::new();
-        for &(c, h, w) in
-            &[(2, 28, 28), (3, 14, 14), (2, 32, 32), (3, 16, 16), (2, 8, 8), (3, 4, 4), (2, 9, 8), (1, 17, 15)]
-        {
+        for &(c, h, w) in &[
+            (2, 28, 28),
+            (3, 14, 14),
+            (2, 32, 32),
+            (3, 16, 16),
+            (2, 8, 8),
+            (3, 4, 4),
+            (2, 9, 8),
+            (1, 17, 15),
+            (20, 14, 14),
+            (17, 8, 8),
+            (16, 16, 16),
+            (16, 4, 4),
+        ] {
             for &(kh, kw, padding) in &[(4, 4, 1), (3, 3, 1), (4, 4, 0), (2, 3, 2), (5, 4, 2)] {
                 let g = ConvGeom { c, h, w, kh, kw, stride: 2, padding };
                 if g.is_valid() {
@@ -622,18 +667,18 @@ mod tests {
         v
     }
 
-    /// The stride-2 loops give the definition's values.
+    /// The kernel-4 loops give the definition's values.
     #[test]
-    fn stride_two_matches_the_definition() {
+    fn kernel_four_im2col_matches_the_definition() {
         let mut fast = 0;
         for (seed, g) in stride_two_geoms().into_iter().enumerate() {
-            fast += usize::from(stride_two(&g, |wo| [2, 4, 7, 8, 14, 16].contains(&wo)));
+            fast += usize::from(kernel_four(&g, |wo| [2, 4, 7, 8, 14, 16].contains(&wo)));
             let x = random_array([3, g.c, g.h, g.w], seed as u64);
             let mut cols = Array2::from_elem((g.rows(), 3 * g.p_out()), f32::NAN);
             im2col(x.view(), &g, cols.view_mut());
             assert_close(&cols, &im2col_naive(&x, &g), 0.0, 0.0, &format!("im2col {g:?}"));
         }
-        assert!(fast >= 10, "only {fast} geometries took the stride-2 loops");
+        assert!(fast >= 10, "only {fast} geometries took the kernel-4 loops");
     }
 
     /// The gather at kernel 4, stride 2, padding 1 gives the scatter's bits, with and
