@@ -231,45 +231,69 @@ fn kernel_four(g: &ConvGeom, f: impl FnOnce(usize) -> bool) -> bool {
 /// then `cols[(c, i, 2)][oh, v]`: runs of `WO` consecutive values, a constant width, in
 /// place of one table look-up and one scattered add per element. The terms come in the
 /// order of `col2im_table`'s offsets `(i, j)`, after the same bias, so the sums have the
-/// same bits. Parallel over the `N*C` planes, as there.
+/// same bits. Parallel over channels, each taking its planes image after image, so
+/// that its 16 rows of cols are read in order; with few channels (a generator's
+/// output), over the `N*C` planes.
 fn col2im_k4s2<const WO: usize>(cols: &[f32], n: usize, g: &ConvGeom, bias: Option<&[f32]>, x: &mut [f32]) {
+    let plane_len = g.h * g.w;
+    if g.c >= K4_CHANNEL_TASKS {
+        let mut x = ArrayViewMut3::from_shape((n, g.c, plane_len), x).expect("x is [N, C, H*W]");
+        x.axis_iter_mut(Axis(1)).into_par_iter().enumerate().for_each(|(c, mut planes)| {
+            for (img, mut plane) in planes.outer_iter_mut().enumerate() {
+                let plane = plane.as_slice_mut().expect("a plane is contiguous");
+                col2im_plane_k4s2::<WO>(cols, n, g, bias, (img, c), plane);
+            }
+        });
+    } else {
+        x.par_chunks_mut(plane_len).enumerate().for_each(|(plane_idx, plane)| {
+            col2im_plane_k4s2::<WO>(cols, n, g, bias, (plane_idx / g.c, plane_idx % g.c), plane);
+        });
+    }
+}
+
+/// One plane `(img, c)` of `col2im_k4s2`.
+fn col2im_plane_k4s2<const WO: usize>(
+    cols: &[f32],
+    n: usize,
+    g: &ConvGeom,
+    bias: Option<&[f32]>,
+    (img, c): (usize, usize),
+    plane: &mut [f32],
+) {
     let (ho, p_out) = (g.h_out(), g.p_out());
     let row_len = n * p_out;
-    x.par_chunks_mut(g.h * g.w).enumerate().for_each(|(plane_idx, plane)| {
-        let (img, c) = (plane_idx / g.c, plane_idx % g.c);
-        let start = bias.map_or(0.0, |b| b[c]);
-        // The run of output row `oh` in row `(c, i, j)` of cols.
-        let run = |i: usize, j: usize, oh: usize| -> &[f32; WO] {
-            cols[(c * 16 + i * 4 + j) * row_len + img * p_out + oh * WO..][..WO].try_into().expect("WO values")
-        };
-        for (ih, out) in plane.chunks_exact_mut(2 * WO).enumerate() {
-            let (mut even, mut odd) = ([start; WO], [start; WO]);
-            // The two offsets of the other parity, in increasing order, and their rows.
-            let first = (ih + 1) % 2;
-            for i in [first, first + 2] {
-                let Some(oh) = (ih + 1).checked_sub(i).map(|t| t / 2).filter(|&oh| oh < ho) else {
-                    continue;
-                };
-                let (r0, r1, r2, r3) = (run(i, 0, oh), run(i, 1, oh), run(i, 2, oh), run(i, 3, oh));
-                for v in 0..WO {
-                    even[v] += r1[v];
-                }
-                for v in 1..WO {
-                    even[v] += r3[v - 1];
-                }
-                for v in 0..WO - 1 {
-                    odd[v] += r0[v + 1];
-                }
-                for v in 0..WO {
-                    odd[v] += r2[v];
-                }
+    let start = bias.map_or(0.0, |b| b[c]);
+    // The run of output row `oh` in row `(c, i, j)` of cols.
+    let run = |i: usize, j: usize, oh: usize| -> &[f32; WO] {
+        cols[(c * 16 + i * 4 + j) * row_len + img * p_out + oh * WO..][..WO].try_into().expect("WO values")
+    };
+    for (ih, out) in plane.chunks_exact_mut(2 * WO).enumerate() {
+        let (mut even, mut odd) = ([start; WO], [start; WO]);
+        // The two offsets of the other parity, in increasing order, and their rows.
+        let first = (ih + 1) % 2;
+        for i in [first, first + 2] {
+            let Some(oh) = (ih + 1).checked_sub(i).map(|t| t / 2).filter(|&oh| oh < ho) else {
+                continue;
+            };
+            let (r0, r1, r2, r3) = (run(i, 0, oh), run(i, 1, oh), run(i, 2, oh), run(i, 3, oh));
+            for v in 0..WO {
+                even[v] += r1[v];
             }
-            for (pair, (&e, &o)) in out.chunks_exact_mut(2).zip(even.iter().zip(&odd)) {
-                pair[0] = e;
-                pair[1] = o;
+            for v in 1..WO {
+                even[v] += r3[v - 1];
+            }
+            for v in 0..WO - 1 {
+                odd[v] += r0[v + 1];
+            }
+            for v in 0..WO {
+                odd[v] += r2[v];
             }
         }
-    });
+        for (pair, (&e, &o)) in out.chunks_exact_mut(2).zip(even.iter().zip(&odd)) {
+            pair[0] = e;
+            pair[1] = o;
+        }
+    }
 }
 
 /// One zero-padded plane at kernel 4, stride 2, padding 1, laid out so that each
@@ -682,7 +706,7 @@ mod tests {
     }
 
     /// The gather at kernel 4, stride 2, padding 1 gives the scatter's bits, with and
-    /// without a bias, on every width it has a loop for.
+    /// without a bias, on every width it has a loop for, by planes and by channels.
     #[test]
     fn kernel_four_col2im_has_the_scatter_bits() {
         let mut fast = 0;
@@ -696,6 +720,8 @@ mod tests {
             (2, 8, 16),
             (1, 6, 4),
             (2, 10, 10),
+            (16, 8, 8),
+            (20, 14, 14),
         ]
         .iter()
         .enumerate()
@@ -713,7 +739,7 @@ mod tests {
                 assert_close(&got, &want, 0.0, 0.0, &format!("col2im {g:?}, bias {}", bias.is_some()));
             }
         }
-        assert!(fast >= 7, "only {fast} geometries took the gather");
+        assert!(fast >= 9, "only {fast} geometries took the gather");
     }
 
     #[test]
