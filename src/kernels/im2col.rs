@@ -410,12 +410,11 @@ fn im2col_k4s2<const WO: usize>(x: &[f32], g: &ConvGeom, mut cols: ArrayViewMut2
 /// (measured on CIFAR-10 D conv2's chunk, 128x512x1024 on 2 threads: 147 GFLOP/s from
 /// `cols`, 176 from `rows`).
 ///
-/// Parallel over images. Each image's planes are copied one at a time into this
-/// thread's zero-bordered block `[H + 2p, W + 2p]`, so that a window's row is `KW`
-/// consecutive values, copied as one fixed-size move at `KW == 4` (the models'
-/// kernels), and the plane stays in L1 while every position reads it. (With the
-/// whole image bordered at once, `[C, H + 2p, W + 2p]`, each position read all the
-/// planes: CIFAR-10 D conv2's 8-image chunk took 209 us against 145, 2 threads.)
+/// Parallel over images. Each image's planes are copied a few at a time
+/// (`IM2ROW_GROUP`) into this thread's zero-bordered block `[group, H + 2p, W + 2p]`,
+/// so that a window's row is `KW` consecutive values, copied as one fixed-size move
+/// at `KW == 4` (the models' kernels), and the block stays in L1 while every position
+/// reads it.
 pub fn im2row(x: ArrayView4<f32>, g: &ConvGeom, mut rows: ArrayViewMut2<f32>) {
     let _time = crate::profile::scope(crate::profile::Phase::Im2col);
     let n = x.dim().0;
@@ -439,25 +438,28 @@ fn im2row_padded<const KW: usize>(x: &[f32], g: &ConvGeom, rows: &mut [f32]) {
     let window = g.kh * g.kw;
     rows.par_chunks_mut(p_out * k).enumerate().for_each(|(img, out)| {
         // Zeroed once per image: every plane writes the same pixels, so the border stays 0.
-        with_phase_block(hp * wp, |block| {
-            for c in 0..g.c {
-                let plane = &x[(img * g.c + c) * plane_len..][..plane_len];
-                for (ih, row) in plane.chunks_exact(g.w).enumerate() {
-                    block[(ih + g.padding) * wp + g.padding..][..g.w].copy_from_slice(row);
+        with_phase_block(IM2ROW_GROUP.min(g.c) * hp * wp, |block| {
+            for c0 in (0..g.c).step_by(IM2ROW_GROUP) {
+                let group = IM2ROW_GROUP.min(g.c - c0);
+                for (c, bordered) in block.chunks_exact_mut(hp * wp).take(group).enumerate() {
+                    let plane = &x[(img * g.c + c0 + c) * plane_len..][..plane_len];
+                    for (ih, row) in plane.chunks_exact(g.w).enumerate() {
+                        bordered[(ih + g.padding) * wp + g.padding..][..g.w].copy_from_slice(row);
+                    }
                 }
-                // A channel at a time, so the bordered plane stays in L1; each position's
-                // window is `KH*KW` consecutive values of its row (a whole cache line at
-                // kernel 4 with the line-aligned workspace).
                 for (q, dst) in out.chunks_exact_mut(k).enumerate() {
                     let (oh, ow) = (q / wo, q % wo);
-                    let dst = &mut dst[c * window..][..window];
-                    for (i, dst) in dst.chunks_exact_mut(g.kw).enumerate() {
-                        let src = &block[(oh * g.stride + i) * wp + ow * g.stride..][..g.kw];
-                        if KW == 0 {
-                            dst.copy_from_slice(src);
-                        } else {
-                            let dst: &mut [f32; KW] = dst.try_into().expect("KW values");
-                            *dst = src.try_into().expect("KW values");
+                    let dst = &mut dst[c0 * window..][..group * window];
+                    for (c, dst) in dst.chunks_exact_mut(window).enumerate() {
+                        let corner = (c * hp + oh * g.stride) * wp + ow * g.stride;
+                        for (i, dst) in dst.chunks_exact_mut(g.kw).enumerate() {
+                            let src = &block[corner + i * wp..][..g.kw];
+                            if KW == 0 {
+                                dst.copy_from_slice(src);
+                            } else {
+                                let dst: &mut [f32; KW] = dst.try_into().expect("KW values");
+                                *dst = src.try_into().expect("KW values");
+                            }
                         }
                     }
                 }
@@ -465,6 +467,16 @@ fn im2row_padded<const KW: usize>(x: &[f32], g: &ConvGeom, rows: &mut [f32]) {
         });
     });
 }
+
+/// Channels `im2row` borders at a time. All of an image's (64 KiB for 64 planes of
+/// 16x16) would leave L1 while each position reads its windows from every plane; one
+/// at a time, each position's window is one cache line, and the lines of consecutive
+/// positions, a row of `rows` apart (4 KiB at 64 channels), all fall in one L1 set.
+/// Eight planes (10 KiB at 16x16) stay in L1 and make each position's write eight
+/// consecutive lines. CIFAR-10 D conv2's 8-image chunk, 2 threads, best of 200:
+/// 209 us for whole images, 142 a plane at a time, 99-105 in groups of 8 (97-108 in
+/// groups of 4 or 16).
+const IM2ROW_GROUP: usize = 8;
 
 thread_local! {
     /// Each thread's plane blocks (`KernelFour`) or bordered image (`im2row`), kept
