@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, s};
 use rayon::prelude::*;
 
-use super::gemm::{KC, MAX_BLOCKS, MIN_PARALLEL_MACS, Split, block_plan, depth_split};
+use super::gemm::{BlockPlan, KC, MAX_BLOCKS, MIN_PARALLEL_MACS, Split, block_plan, depth_split};
 use super::microkernel::MicroKernel;
 use super::pack::{PackBuf, packed_b_len};
 
@@ -111,7 +111,7 @@ fn depth_rows<K: MicroKernel>(
     b: ArrayView2<f32>,
     beta: f32,
     c: ArrayViewMut2<f32>,
-    plan: super::gemm::BlockPlan,
+    plan: BlockPlan,
 ) {
     let k = a.ncols();
     let n = b.ncols();

@@ -118,12 +118,12 @@ pub fn im2col(x: ArrayView4<f32>, g: &ConvGeom, mut cols: ArrayViewMut2<f32>) {
     let x = x.as_slice().expect("standard layout");
     let fast = kernel_four(g, |wo| {
         match wo {
-            2 => im2col_k4s2::<2>(x, g, cols.view_mut()),
-            4 => im2col_k4s2::<4>(x, g, cols.view_mut()),
-            7 => im2col_k4s2::<7>(x, g, cols.view_mut()),
-            8 => im2col_k4s2::<8>(x, g, cols.view_mut()),
-            14 => im2col_k4s2::<14>(x, g, cols.view_mut()),
-            16 => im2col_k4s2::<16>(x, g, cols.view_mut()),
+            2 => im2col_k4s2::<2>(x, n, g, cols.view_mut()),
+            4 => im2col_k4s2::<4>(x, n, g, cols.view_mut()),
+            7 => im2col_k4s2::<7>(x, n, g, cols.view_mut()),
+            8 => im2col_k4s2::<8>(x, n, g, cols.view_mut()),
+            14 => im2col_k4s2::<14>(x, n, g, cols.view_mut()),
+            16 => im2col_k4s2::<16>(x, n, g, cols.view_mut()),
             _ => return false,
         }
         true
@@ -363,16 +363,15 @@ const K4_CHANNEL_TASKS: usize = 16;
 /// 200: MNIST D conv2's 10-image chunk 96-104 us against 141, CIFAR-10 D conv2's 8
 /// images 105-106 against 192; in `infogan bench --profile`, the im2col/col2im phase
 /// of MNIST 10.0-10.9 ms a step against 15.3-16.1 (three alternated runs).
-fn im2col_k4s2<const WO: usize>(x: &[f32], g: &ConvGeom, mut cols: ArrayViewMut2<f32>) {
+fn im2col_k4s2<const WO: usize>(x: &[f32], n: usize, g: &ConvGeom, mut cols: ArrayViewMut2<f32>) {
     let p_out = g.p_out();
-    let n = cols.ncols() / p_out.max(1);
     let plane_len = g.h * g.w;
     let layout = KernelFour::<WO>::new(g);
     let len = layout.len();
     let plane = |img: usize, c: usize| &x[(img * g.c + c) * plane_len..][..plane_len];
     if g.c >= K4_CHANNEL_TASKS {
         cols.axis_chunks_iter_mut(Axis(0), 16).into_par_iter().enumerate().for_each(|(c, mut rows)| {
-            with_phase_block(n * len, |block| {
+            with_plane_block(n * len, |block| {
                 for (img, block) in block.chunks_exact_mut(len).enumerate() {
                     layout.fill(plane(img, c), block);
                 }
@@ -387,7 +386,7 @@ fn im2col_k4s2<const WO: usize>(x: &[f32], g: &ConvGeom, mut cols: ArrayViewMut2
         });
     } else {
         cols.axis_chunks_iter_mut(Axis(1), p_out).into_par_iter().enumerate().for_each(|(img, mut out)| {
-            with_phase_block(len, |block| {
+            with_plane_block(len, |block| {
                 for c in 0..g.c {
                     layout.fill(plane(img, c), block);
                     for w in 0..16 {
@@ -438,7 +437,7 @@ fn im2row_padded<const KW: usize>(x: &[f32], g: &ConvGeom, rows: &mut [f32]) {
     let window = g.kh * g.kw;
     rows.par_chunks_mut(p_out * k).enumerate().for_each(|(img, out)| {
         // Zeroed once per image: every plane writes the same pixels, so the border stays 0.
-        with_phase_block(IM2ROW_GROUP.min(g.c) * hp * wp, |block| {
+        with_plane_block(IM2ROW_GROUP.min(g.c) * hp * wp, |block| {
             for c0 in (0..g.c).step_by(IM2ROW_GROUP) {
                 let group = IM2ROW_GROUP.min(g.c - c0);
                 for (c, bordered) in block.chunks_exact_mut(hp * wp).take(group).enumerate() {
@@ -481,19 +480,19 @@ const IM2ROW_GROUP: usize = 8;
 thread_local! {
     /// Each thread's plane blocks (`KernelFour`) or bordered image (`im2row`), kept
     /// from call to call.
-    static PHASE_BLOCK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static PLANE_BLOCK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The longest phase block any thread has used.
-static PHASE_BLOCK_MOST: AtomicUsize = AtomicUsize::new(0);
+/// The longest plane block any thread has used.
+static PLANE_BLOCK_MOST: AtomicUsize = AtomicUsize::new(0);
 
-/// Runs `f` on this thread's phase block, `len` zeros. Every block is given the room
+/// Runs `f` on this thread's plane block, `len` zeros. Every block is given the room
 /// of the longest any thread has used: which thread unfolds which image changes from
 /// call to call, and a block that grew only when its thread first met the longest
 /// would still allocate steps later.
-fn with_phase_block(len: usize, f: impl FnOnce(&mut [f32])) {
-    let most = PHASE_BLOCK_MOST.fetch_max(len, Ordering::Relaxed).max(len);
-    PHASE_BLOCK.with(|block| {
+fn with_plane_block(len: usize, f: impl FnOnce(&mut [f32])) {
+    let most = PLANE_BLOCK_MOST.fetch_max(len, Ordering::Relaxed).max(len);
+    PLANE_BLOCK.with(|block| {
         let block = &mut *block.borrow_mut();
         block.clear();
         block.reserve(most);

@@ -239,9 +239,10 @@ unsafe fn tile_avx2<const MR: usize, const NV: usize>(
                 // vmaskmovps, several times slower than vmovups. Otherwise lane j is
                 // moved where j < cols (the sign bit of the mask selects it).
                 let whole = cols == 8;
-                if stream && beta == 0.0 && n == 16 && c.add(i * rsc).addr().is_multiple_of(64) {
-                    // The row's two vectors are the two halves of one aligned line,
-                    // which is so written whole (vmovntps needs 32-byte alignment).
+                if stream && beta == 0.0 && n == 8 * NV && c.add(i * rsc).addr().is_multiple_of(64) {
+                    // The row's vectors fill whole aligned lines (with NV = 2, one
+                    // line of two halves), which are so written whole (vmovntps needs
+                    // 32-byte alignment).
                     _mm256_stream_ps(dst, t);
                     continue;
                 }
