@@ -4,9 +4,10 @@
 //! Computed as one GEMM over the batch: `y_cm = W2 cols`, where
 //! `W2 = W viewed as [C_out, C_in*KH*KW]` and `cols = im2col(x): [C_in*KH*KW, N*P_out]`.
 //! The columns are made a few images at a time (`kernels::chunk_images`), each chunk
-//! multiplied while it is still in the cache, so the whole `cols` (four times the
-//! input for a 4x4 kernel at stride 2) never exists: the backward pass unfolds the
-//! cached input again.
+//! multiplied while it is still in the cache and its product moved into `y` (plus the
+//! bias) while that is too, so neither the whole `cols` (four times the input for a
+//! 4x4 kernel at stride 2) nor the whole `y_cm` ever exists: the backward pass
+//! unfolds the cached input again.
 
 use ndarray::{
     Array1, Array4, ArrayD, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, ArrayViewMut3, ArrayViewMut4, s,
@@ -48,8 +49,8 @@ pub struct Conv2d {
     x: Array4<f32>,
     /// Workspaces kept from step to step. cols: the columns of a chunk of images,
     /// `[C_in*KH*KW, chunk*P_out]` (in backward, of dcols, and for dweight its rows
-    /// `[chunk*P_out, C_in*KH*KW]`); y_cm: [C_out, N*P_out],
-    /// also used for dy.
+    /// `[chunk*P_out, C_in*KH*KW]`); y_cm: the output of a chunk, [C_out, chunk*P_out],
+    /// and in backward the whole dy, [C_out, N*P_out].
     cols: Workspace,
     y_cm: Workspace,
 }
@@ -106,9 +107,9 @@ impl Conv2d {
         check_shape("Conv2d", "input", &[None, Some(self.c_in()), None, None], x.shape());
         let (n, _, h, w) = x.dim();
         let g = self.geometry(h, w);
-        let p_out = g.p_out();
-        self.y_cm.resize(self.c_out(), n * p_out);
-        let (cols, y_cm) = (&mut self.cols, &mut self.y_cm);
+        let (p_out, c_out) = (g.p_out(), self.c_out());
+        let mut y = buffers::take((n, c_out, g.h_out(), g.w_out()));
+        let (cols, y_cm, bias) = (&mut self.cols, &mut self.y_cm, self.bias.as_slice());
         // W2 packed once for all the chunks. The product of each column of `cols` is
         // the same whatever the chunk, so the bits are those of one GEMM.
         with_packed_lhs(flat(&self.weight), |mul| {
@@ -118,13 +119,15 @@ impl Conv2d {
                 (chunk_images(&g), self.shards.shard_images(n)),
                 cols,
                 |positions, cols| {
-                    mul(cols, y_cm.view_mut().slice_mut(s![.., positions]));
+                    // The chunk's product is moved into y while it is still in the cache.
+                    y_cm.resize(c_out, positions.len());
+                    mul(cols, y_cm.view_mut());
+                    let images = positions.start / p_out..positions.end / p_out;
+                    from_channel_major(y_cm.view(), bias, as3(&mut y).slice_move(s![images, .., ..]));
                 },
             );
         });
-        count_padding_macs(&g, n, self.c_out());
-        let mut y = buffers::take((n, self.c_out(), g.h_out(), g.w_out()));
-        from_channel_major(self.y_cm.view(), self.bias.as_slice(), as3(&mut y));
+        count_padding_macs(&g, n, c_out);
         self.geom = g;
         buffers::give(std::mem::replace(&mut self.x, x));
         y
@@ -166,6 +169,7 @@ impl Conv2d {
             &[Some(self.x.dim().0), Some(self.c_out()), Some(g.h_out()), Some(g.w_out())],
             dy.shape(),
         );
+        self.y_cm.resize(self.c_out(), self.x.dim().0 * g.p_out());
         let dy_cm = &mut self.y_cm;
         to_channel_major(view3(&dy), dy_cm.view_mut());
         buffers::give(dy);

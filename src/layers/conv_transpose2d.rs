@@ -50,7 +50,7 @@ pub struct ConvTranspose2d {
     x_cm: Workspace,
     /// Workspaces kept from step to step. cols: forward's product for a chunk of
     /// images, [C_out*KH*KW, chunk*H*W], then backward's im2col of a chunk of dy;
-    /// dx_cm: [C_in, N*H*W].
+    /// dx_cm: a chunk's dx, [C_in, chunk*H*W].
     cols: Workspace,
     dx_cm: Workspace,
 }
@@ -126,7 +126,8 @@ impl ConvTranspose2d {
     /// transpose), made a chunk of images at a time and used by both products while
     /// in the cache (`summed_chunk_images` keeps dweight's sum in the order of one
     /// product):
-    /// - `dx_cm = W2 dcols`              ([C_in, C_out*KH*KW] x [C_out*KH*KW, N*H*W])
+    /// - `dx_cm = W2 dcols`              ([C_in, C_out*KH*KW] x [C_out*KH*KW, N*H*W]),
+    ///   each chunk's columns moved into `dx` at once
     /// - `dweight += x_cm dcols^T`       ([C_in, N*H*W] x [N*H*W, C_out*KH*KW]), computed
     ///   as its transpose `dcols x_cm^T`
     /// - `dbias += sum over n, ih, iw of dy`
@@ -137,8 +138,8 @@ impl ConvTranspose2d {
     pub fn backward(&mut self, dy: Array4<f32>) -> Array4<f32> {
         let g = self.geom;
         check_shape("ConvTranspose2d", "dy", &[Some(self.n), Some(g.c), Some(g.h), Some(g.w)], dy.shape());
-        let (c_in, positions) = self.x_cm.dim();
-        self.dx_cm.resize(c_in, positions);
+        let c_in = self.c_in();
+        let mut dx = buffers::take((self.n, c_in, g.h_out(), g.w_out()));
         let (dcols, dx_cm, x_cm, shards, p) =
             (&mut self.cols, &mut self.dx_cm, self.x_cm.view(), &self.shards, g.p_out());
         let shape = self.weight.dim();
@@ -156,7 +157,11 @@ impl ConvTranspose2d {
                             // packs transposed is the small x_cm (see Conv2d::backward_params).
                             gemm(1.0, dcols, x_cm.slice(s![.., columns.clone()]).t(), 1.0, dweight_t.view_mut());
                         }
-                        mul(dcols, dx_cm.view_mut().slice_mut(s![.., columns]));
+                        // The chunk's dx, moved into place while it is still in the cache.
+                        dx_cm.resize(c_in, columns.len());
+                        mul(dcols, dx_cm.view_mut());
+                        let images = columns.start / p..columns.end / p;
+                        from_channel_major(dx_cm.view(), None, as3(&mut dx).slice_move(s![images, .., ..]));
                     });
                 };
             if self.requires_grad {
@@ -178,8 +183,6 @@ impl ConvTranspose2d {
         buffers::give(dy);
         // dx's product, and dweight's when it was made.
         count_padding_macs(&g, self.n, c_in * (1 + usize::from(self.requires_grad)));
-        let mut dx = buffers::take((self.n, self.c_in(), g.h_out(), g.w_out()));
-        from_channel_major(self.dx_cm.view(), None, as3(&mut dx));
         dx
     }
 }
