@@ -83,25 +83,27 @@ pub fn chunk_images(g: &im2col::ConvGeom) -> usize {
     (COLS_CHUNK_BYTES / per_image.max(1)).max(1)
 }
 
-/// Images per chunk for a weight gradient `cols dy^T` over a batch of `n`, whose sum
-/// runs along the column matrix's `n*P_out` columns, with `other` columns in `dy^T`.
-/// The chunks' products are added to the gradient one after the other, which is the
-/// chain of one product over the whole batch (block after block of `KC` terms, each
-/// added to C) only if every chunk ends on a `KC` block: so a multiple of
-/// `KC / gcd(P_out, KC)` images. When no such multiple fits in a chunk, or when the
-/// whole product would be cut along K (`Split::Depth`, partials summed otherwise),
-/// the batch is one chunk. Either way the gradient has the bits of the unchunked
-/// product.
-pub fn summed_chunk_images(g: &im2col::ConvGeom, n: usize, other: usize) -> usize {
-    let whole = n.max(1);
+/// Positions per span of a weight gradient `cols dy^T` over a batch of `n`, whose sum
+/// runs along the column matrix's `n*P_out` columns, with `other` columns in `dy^T`
+/// (see `for_each_summed_rows`). The spans' products are added to the gradient one
+/// after the other, which is the chain of one product over the whole batch (block
+/// after block of `KC` terms, each added to C) because every span but the last is a
+/// whole number of `KC` blocks: as many as fit in `COLS_CHUNK_BYTES`. A span may end
+/// inside an image (MNIST's 49 positions share no factor with `KC`), so a batch is
+/// still cut where no whole number of images would end on a block. When the whole
+/// product would be cut along K (`Split::Depth`, partials summed otherwise), or no
+/// block fits, the batch is one span. Either way the gradient has the bits of the
+/// unspanned product.
+pub fn summed_span(g: &im2col::ConvGeom, n: usize, other: usize) -> usize {
+    let whole = (n * g.p_out()).max(1);
     let plan = gemm::block_plan(g.rows(), n * g.p_out(), other);
     if plan.split == gemm::Split::Depth && plan.count > 1 {
         return whole;
     }
-    let step = gemm::KC / gcd(g.p_out().max(1), gemm::KC);
-    match chunk_images(g) / step * step {
+    let per_position = g.rows() * std::mem::size_of::<f32>();
+    match COLS_CHUNK_BYTES / per_position.max(1) / gemm::KC * gemm::KC {
         0 => whole,
-        chunk => chunk.min(whole),
+        span => span.min(whole),
     }
 }
 
@@ -129,41 +131,95 @@ pub fn for_each_unfolded(
     g: &im2col::ConvGeom,
     (chunk, shard): (usize, usize),
     cols: &mut Workspace,
-    f: impl FnMut(std::ops::Range<usize>, ArrayView2<f32>),
-) {
-    unfold_chunks(x, g, (chunk, shard), cols, |positions| (g.rows(), positions), im2col::im2col, f);
-}
-
-/// As `for_each_unfolded`, with each chunk unfolded as rows (`im2row`): `rows`
-/// becomes `[chunk*P_out, C*KH*KW]`, and `f` gets the chunk's positions and the matrix.
-pub fn for_each_unfolded_rows(
-    x: ndarray::ArrayView4<f32>,
-    g: &im2col::ConvGeom,
-    (chunk, shard): (usize, usize),
-    rows: &mut Workspace,
-    f: impl FnMut(std::ops::Range<usize>, ArrayView2<f32>),
-) {
-    unfold_chunks(x, g, (chunk, shard), rows, |positions| (positions, g.rows()), im2col::im2row, f);
-}
-
-/// The chunk loop of `for_each_unfolded` and `for_each_unfolded_rows`: `ws` takes
-/// `shape(positions)` for each chunk and `unfold` fills it.
-fn unfold_chunks(
-    x: ndarray::ArrayView4<f32>,
-    g: &im2col::ConvGeom,
-    (chunk, shard): (usize, usize),
-    ws: &mut Workspace,
-    shape: impl Fn(usize) -> (usize, usize),
-    unfold: fn(ndarray::ArrayView4<f32>, &im2col::ConvGeom, ndarray::ArrayViewMut2<f32>),
     mut f: impl FnMut(std::ops::Range<usize>, ArrayView2<f32>),
 ) {
     let p_out = g.p_out();
     for images in image_chunks(x.dim().0, chunk, shard) {
         let positions = images.start * p_out..images.end * p_out;
+        cols.resize(g.rows(), positions.len());
+        im2col::im2col(x.slice(ndarray::s![images, .., .., ..]), g, cols.view_mut());
+        f(positions, cols.view());
+    }
+}
+
+/// The batch `x: [N, C, H, W]` unfolded as rows (`im2row`) for a sum along its
+/// `N*P_out` positions (a weight gradient), `span` positions at a time
+/// (`summed_span`): `f` gets each span's positions and exactly its rows,
+/// `[span, C*KH*KW]`. A span that ends inside an image unfolds that image again for
+/// the next span.
+pub fn for_each_summed_rows(
+    x: ndarray::ArrayView4<f32>,
+    g: &im2col::ConvGeom,
+    span: usize,
+    rows: &mut Workspace,
+    mut f: impl FnMut(std::ops::Range<usize>, ArrayView2<f32>),
+) {
+    let p_out = g.p_out();
+    unfold_spans(
+        x,
+        g,
+        span,
+        rows,
+        |positions| (positions, g.rows()),
+        im2col::im2row,
+        |positions, images, rows| {
+            let skip = images.start * p_out;
+            f(positions.clone(), rows.slice_move(ndarray::s![positions.start - skip..positions.end - skip, ..]));
+        },
+    );
+}
+
+/// The batch `x: [N, C, H, W]` unfolded as columns (`im2col`) for a sum along its
+/// positions that also feeds a product of its own per image (a transposed
+/// convolution's `dweight` and `dx`): for each span (`summed_span`), `f` gets its
+/// positions and exactly its columns, `[C*KH*KW, span]`, then the images not given
+/// before and all of their columns. Every image is given once, in order.
+pub fn for_each_summed_unfolded(
+    x: ndarray::ArrayView4<f32>,
+    g: &im2col::ConvGeom,
+    span: usize,
+    cols: &mut Workspace,
+    mut f: impl FnMut(std::ops::Range<usize>, ArrayView2<f32>, std::ops::Range<usize>, ArrayView2<f32>),
+) {
+    let p_out = g.p_out();
+    let mut given = 0;
+    unfold_spans(
+        x,
+        g,
+        span,
+        cols,
+        |positions| (g.rows(), positions),
+        im2col::im2col,
+        |positions, images, cols| {
+            let skip = images.start * p_out;
+            let span_cols = cols.slice(ndarray::s![.., positions.start - skip..positions.end - skip]);
+            let fresh = images.start.max(given)..images.end;
+            given = images.end;
+            f(positions, span_cols, fresh.clone(), cols.slice(ndarray::s![.., (fresh.start - images.start) * p_out..]));
+        },
+    );
+}
+
+/// The span loop of `for_each_summed_rows` and `for_each_summed_unfolded`: `ws` takes
+/// `shape(positions)` for the images that each span of positions touches, `unfold`
+/// fills it, and `f` gets the span, the images and the matrix.
+fn unfold_spans(
+    x: ndarray::ArrayView4<f32>,
+    g: &im2col::ConvGeom,
+    span: usize,
+    ws: &mut Workspace,
+    shape: impl Fn(usize) -> (usize, usize),
+    unfold: fn(ndarray::ArrayView4<f32>, &im2col::ConvGeom, ndarray::ArrayViewMut2<f32>),
+    mut f: impl FnMut(std::ops::Range<usize>, std::ops::Range<usize>, ArrayView2<f32>),
+) {
+    let (n, p_out) = (x.dim().0, g.p_out());
+    for start in (0..n * p_out).step_by(span.max(1)) {
+        let positions = start..(start + span).min(n * p_out);
+        let images = positions.start / p_out..positions.end.div_ceil(p_out);
         let (rows, cols) = shape(images.len() * p_out);
         ws.resize(rows, cols);
-        unfold(x.slice(ndarray::s![images, .., .., ..]), g, ws.view_mut());
-        f(positions, ws.view());
+        unfold(x.slice(ndarray::s![images.clone(), .., .., ..]), g, ws.view_mut());
+        f(positions, images, ws.view());
     }
 }
 
@@ -224,21 +280,61 @@ mod tests {
         assert_eq!(image_chunks(0, 3, 0).count(), 0);
     }
 
-    /// Weight-gradient chunks end on KC blocks, or the batch is one chunk.
+    /// Weight-gradient spans are whole KC blocks, or the batch is one span.
     #[test]
-    fn summed_chunks_end_on_kc_blocks() {
+    fn summed_spans_are_kc_blocks() {
         let conv = |c, h| im2col::ConvGeom { c, h, w: h, kh: 4, kw: 4, stride: 2, padding: 1 };
-        // CIFAR-10 D conv2 (64 positions, 256 KiB an image): 8 images, 512 positions.
-        assert_eq!(summed_chunk_images(&conv(64, 16), 128, 128), 8);
-        // MNIST D conv2 (49 positions): only 256 images would end on a block.
-        assert_eq!(summed_chunk_images(&conv(64, 14), 128, 128), 128);
-        // CIFAR-10 D conv1, cut along K as a whole: one chunk.
-        assert_eq!(summed_chunk_images(&conv(3, 32), 128, 64), 128);
+        // CIFAR-10 D conv2 (1024 rows, 4 KiB a position): 512 positions, 8 images.
+        assert_eq!(summed_span(&conv(64, 16), 128, 128), 512);
+        // MNIST D conv2 (49 positions an image): 512 too, ending inside images.
+        assert_eq!(summed_span(&conv(64, 14), 128, 128), 512);
+        // CIFAR-10 D conv1, cut along K as a whole: one span.
+        assert_eq!(summed_span(&conv(3, 32), 128, 64), 128 * 256);
         for (g, n, other) in [(conv(64, 16), 128, 128), (conv(128, 8), 64, 256), (conv(32, 32), 10, 8)] {
-            let chunk = summed_chunk_images(&g, n, other);
-            assert!(chunk == n || (chunk * g.p_out()).is_multiple_of(gemm::KC), "{g:?}: {chunk} images");
-            assert!(chunk <= chunk_images(&g).max(1) || chunk == n);
+            let (span, whole) = (summed_span(&g, n, other), n * g.p_out());
+            assert!(span == whole || span.is_multiple_of(gemm::KC), "{g:?}: {span} positions");
         }
+    }
+
+    /// Spans cover the positions in order, each with exactly its rows, unfolding an
+    /// image that two spans share for both; `for_each_summed_unfolded` gives each
+    /// image's columns once, in order.
+    #[test]
+    fn spans_cover_the_positions_and_the_images_once() {
+        let g = im2col::ConvGeom { c: 2, h: 6, w: 6, kh: 3, kw: 3, stride: 2, padding: 1 };
+        let n = 7;
+        let p = g.p_out();
+        let x: Array4<f32> = random_array([n, g.c, g.h, g.w], 3);
+        let mut rows_whole = Array2::zeros((n * p, g.rows()));
+        im2col::im2row(x.view(), &g, rows_whole.view_mut());
+        let mut cols_whole = Array2::zeros((g.rows(), n * p));
+        im2col::im2col(x.view(), &g, cols_whole.view_mut());
+        // 9 positions an image, spans of 4: most end inside an image.
+        let span = 4;
+        let mut next = 0;
+        for_each_summed_rows(x.view(), &g, span, &mut Workspace::default(), |positions, rows| {
+            assert_eq!(positions.start, next);
+            next = positions.end;
+            assert_close(&rows, &rows_whole.slice(ndarray::s![positions, ..]), 0.0, 0.0, "span rows");
+        });
+        assert_eq!(next, n * p);
+        let (mut next, mut images_given) = (0, 0);
+        for_each_summed_unfolded(
+            x.view(),
+            &g,
+            span,
+            &mut Workspace::default(),
+            |positions, cols, fresh, fresh_cols| {
+                assert_eq!(positions.start, next);
+                next = positions.end;
+                assert_close(&cols, &cols_whole.slice(ndarray::s![.., positions]), 0.0, 0.0, "span columns");
+                assert_eq!(fresh.start, images_given);
+                images_given = fresh.end;
+                let whole = cols_whole.slice(ndarray::s![.., fresh.start * p..fresh.end * p]);
+                assert_close(&fresh_cols, &whole, 0.0, 0.0, "the images' columns");
+            },
+        );
+        assert_eq!((next, images_given), (n * p, n));
     }
 
     /// Any chunking gives what one GEMM and one col2im over the whole batch give.

@@ -22,8 +22,7 @@ use crate::init;
 use crate::kernels::gemm::{gemm, with_packed_lhs};
 use crate::kernels::im2col::{ConvGeom, from_channel_major, row_sums_into, to_channel_major};
 use crate::kernels::{
-    Workspace, chunk_images, count_padding_macs, for_each_unfolded, for_each_unfolded_rows, gemm_col2im,
-    summed_chunk_images,
+    Workspace, chunk_images, count_padding_macs, for_each_summed_rows, for_each_unfolded, gemm_col2im, summed_span,
 };
 
 #[derive(Clone)]
@@ -135,8 +134,8 @@ impl Conv2d {
 
     /// From `y_cm = W2 cols + b`, with `dy_cm` the channel-major `dy`:
     /// - `dweight += dy_cm cols^T`   ([C_out, N*P] x [N*P, C_in*KH*KW]), with `cols^T`
-    ///   made as rows (`im2row`), a chunk of images at a time (`summed_chunk_images`
-    ///   keeps the sum's order that of one product)
+    ///   made as rows (`im2row`), a span of positions at a time (`summed_span` keeps
+    ///   the sum's order that of one product)
     /// - `dbias += sum over n, oh, ow of dy`
     /// - both sums over n made per shard of the batch (one unless the step is
     ///   sharded), then added over the shards
@@ -183,11 +182,10 @@ impl Conv2d {
                 let dy_cm = dy_cm.view().slice_move(s![.., first..images.end * p]);
                 let dweight = ArrayViewMut4::from_shape(shape, &mut *grads[0]).expect("dweight's shape");
                 let mut dweight = into_flat_mut(dweight);
-                let chunk = summed_chunk_images(&g, images.len(), shape.0);
-                let whole = images.len();
+                let span = summed_span(&g, images.len(), shape.0);
                 // With the input unfolded as rows (cols^T), both operands of this sum
                 // along positions pack as plain copies (see `im2row`).
-                for_each_unfolded_rows(x.slice(s![images, .., .., ..]), &g, (chunk, whole), cols, |positions, rows| {
+                for_each_summed_rows(x.slice(s![images, .., .., ..]), &g, span, cols, |positions, rows| {
                     gemm(1.0, dy_cm.slice(s![.., positions]), rows, 1.0, dweight.view_mut());
                 });
                 row_sums_into(dy_cm, grads[1]);
@@ -310,37 +308,42 @@ mod tests {
         assert_close(&params_only.dbias, &full.dbias, 0.0, 0.0, "dbias");
     }
 
-    /// A batch cut into chunks (8, 8 and 4 images of 256 KiB of columns each) gives
-    /// the bits of one product over the whole batch, for `y` and for `dweight`: on
-    /// the fast path exactly, and close on `matrixmultiply`'s, whose blocking differs.
+    /// A batch cut into chunks (8, 8 and 4 images of 256 KiB of columns each) for `y`,
+    /// and into spans of 512 positions for `dweight`, gives the bits of one product
+    /// over the whole batch: on the fast path exactly, and close on
+    /// `matrixmultiply`'s, whose blocking differs. With 16x16 inputs (64 output
+    /// positions an image) the spans end between images; with 14x14 (49) the first
+    /// ends inside image 10.
     #[test]
     fn chunks_give_the_bits_of_one_product() {
         use crate::kernels::microkernel::{Isa, isa};
         use ndarray::Array2;
-        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(5);
-        let (n, c_out) = (20, 8);
-        let mut conv = Conv2d::new(64, c_out, 4, 2, 1, &mut rng);
-        let x: Array4<f32> = random_array([n, 64, 16, 16], 1);
-        let dy: Array4<f32> = random_array([n, c_out, 8, 8], 2);
-        let g = conv.geometry(16, 16);
-        assert!(chunk_images(&g) < n && summed_chunk_images(&g, n, c_out) < n, "the batch must be cut");
-        let y = conv.forward(x.clone());
-        conv.backward(dy.clone());
+        for side in [16, 14] {
+            let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(5);
+            let (n, c_out) = (20, 8);
+            let mut conv = Conv2d::new(64, c_out, 4, 2, 1, &mut rng);
+            let x: Array4<f32> = random_array([n, 64, side, side], 1);
+            let dy: Array4<f32> = random_array([n, c_out, side / 2, side / 2], 2);
+            let g = conv.geometry(side, side);
+            let positions = n * g.p_out();
+            assert!(chunk_images(&g) < n && summed_span(&g, n, c_out) < positions, "the batch must be cut");
+            let y = conv.forward(x.clone());
+            conv.backward(dy.clone());
 
-        let positions = n * g.p_out();
-        let mut cols = Array2::zeros((g.rows(), positions));
-        im2col(x.view(), &g, cols.view_mut());
-        let mut y_cm = Array2::zeros((c_out, positions));
-        gemm(1.0, flat(&conv.weight), cols.view(), 0.0, y_cm.view_mut());
-        let mut y_whole = Array4::zeros(y.dim());
-        from_channel_major(y_cm.view(), conv.bias.as_slice(), as3(&mut y_whole));
-        let mut dy_cm = Array2::zeros((c_out, positions));
-        to_channel_major(view3(&dy), dy_cm.view_mut());
-        let mut dweight_whole = Array4::zeros(conv.dweight.dim());
-        gemm(1.0, cols.view(), dy_cm.t(), 1.0, flat_mut(&mut dweight_whole).reversed_axes());
+            let mut cols = Array2::zeros((g.rows(), positions));
+            im2col(x.view(), &g, cols.view_mut());
+            let mut y_cm = Array2::zeros((c_out, positions));
+            gemm(1.0, flat(&conv.weight), cols.view(), 0.0, y_cm.view_mut());
+            let mut y_whole = Array4::zeros(y.dim());
+            from_channel_major(y_cm.view(), conv.bias.as_slice(), as3(&mut y_whole));
+            let mut dy_cm = Array2::zeros((c_out, positions));
+            to_channel_major(view3(&dy), dy_cm.view_mut());
+            let mut dweight_whole = Array4::zeros(conv.dweight.dim());
+            gemm(1.0, cols.view(), dy_cm.t(), 1.0, flat_mut(&mut dweight_whole).reversed_axes());
 
-        let tol = if isa() == Isa::Portable { 1e-5 } else { 0.0 };
-        assert_close(&y, &y_whole, tol, tol, "y in chunks");
-        assert_close(&conv.dweight, &dweight_whole, tol, tol, "dweight in chunks");
+            let tol = if isa() == Isa::Portable { 1e-5 } else { 0.0 };
+            assert_close(&y, &y_whole, tol, tol, &format!("y in chunks, {side}x{side}"));
+            assert_close(&conv.dweight, &dweight_whole, tol, tol, &format!("dweight in spans, {side}x{side}"));
+        }
     }
 }

@@ -10,7 +10,7 @@
 //! input-gradient path, and its backward pass is Conv2d's forward path (the
 //! unfolding of `dy` made, and used by both products, a chunk of images at a time).
 
-use ndarray::{Array1, Array4, ArrayD, ArrayView4, ArrayViewMut2, ArrayViewMut4, s};
+use ndarray::{Array1, Array4, ArrayD, ArrayView2, ArrayView4, ArrayViewMut4, s};
 use rand::Rng;
 
 use super::conv2d::{as3, flat, into_flat_mut, view3};
@@ -22,7 +22,7 @@ use crate::init;
 use crate::kernels::gemm::{gemm, with_packed_lhs};
 use crate::kernels::im2col::{ConvGeom, channel_sums_into, from_channel_major, to_channel_major};
 use crate::kernels::{
-    Workspace, chunk_images, count_padding_macs, for_each_unfolded, gemm_col2im, summed_chunk_images,
+    Workspace, chunk_images, count_padding_macs, for_each_summed_unfolded, for_each_unfolded, gemm_col2im, summed_span,
 };
 
 #[derive(Clone)]
@@ -123,11 +123,11 @@ impl ConvTranspose2d {
     }
 
     /// From `y = col2im(W2^T x_cm) + b`, with `dcols = im2col(dy)` (im2col is col2im's
-    /// transpose), made a chunk of images at a time and used by both products while
-    /// in the cache (`summed_chunk_images` keeps dweight's sum in the order of one
-    /// product):
+    /// transpose), made a span of positions at a time and used by both products while
+    /// in the cache (`summed_span` keeps dweight's sum in the order of one product):
     /// - `dx_cm = W2 dcols`              ([C_in, C_out*KH*KW] x [C_out*KH*KW, N*H*W]),
-    ///   each chunk's columns moved into `dx` at once
+    ///   each image's columns once (a span may end inside an image, which the next
+    ///   span unfolds again), moved into `dx` at once
     /// - `dweight += x_cm dcols^T`       ([C_in, N*H*W] x [N*H*W, C_out*KH*KW]), computed
     ///   as its transpose `dcols x_cm^T`
     /// - `dbias += sum over n, ih, iw of dy`
@@ -144,39 +144,40 @@ impl ConvTranspose2d {
             (&mut self.cols, &mut self.dx_cm, self.x_cm.view(), &self.shards, g.p_out());
         let shape = self.weight.dim();
         with_packed_lhs(flat(&self.weight), |mul| {
-            // The images `images` of dy, unfolded a chunk at a time into both products:
-            // dx_cm's columns, and (when given) the transposed weight gradient.
-            let mut unfold =
-                |images: std::ops::Range<usize>, chunk: usize, mut dweight_t: Option<ArrayViewMut2<f32>>| {
-                    let first = images.start * p;
-                    let whole = images.len();
-                    for_each_unfolded(dy.slice(s![images, .., .., ..]), &g, (chunk, whole), dcols, |columns, dcols| {
-                        let columns = first + columns.start..first + columns.end;
-                        if let Some(dweight_t) = &mut dweight_t {
-                            // As dweight^T = dcols x_cm^T, so that the operand matrixmultiply
-                            // packs transposed is the small x_cm (see Conv2d::backward_params).
-                            gemm(1.0, dcols, x_cm.slice(s![.., columns.clone()]).t(), 1.0, dweight_t.view_mut());
-                        }
-                        // The chunk's dx, moved into place while it is still in the cache.
-                        dx_cm.resize(c_in, columns.len());
-                        mul(dcols, dx_cm.view_mut());
-                        let images = columns.start / p..columns.end / p;
-                        from_channel_major(dx_cm.view(), None, as3(&mut dx).slice_move(s![images, .., ..]));
-                    });
-                };
+            // The columns of the images `images` of dy, `[C_out*KH*KW, images*P]`:
+            // dx_cm's product, moved into dx while it is still in the cache.
+            let mut to_dx = |images: std::ops::Range<usize>, dcols: ArrayView2<f32>| {
+                dx_cm.resize(c_in, dcols.ncols());
+                mul(dcols, dx_cm.view_mut());
+                from_channel_major(dx_cm.view(), None, as3(&mut dx).slice_move(s![images, .., ..]));
+            };
             if self.requires_grad {
                 let dweight = self.dweight.as_slice_mut().expect("contiguous");
                 let dbias = self.dbias.as_slice_mut().expect("contiguous");
                 shards.accumulate(&mut [dweight, dbias], |shard, grads| {
                     let images = shards.rows(shard, self.n);
                     let dweight = ArrayViewMut4::from_shape(shape, &mut *grads[0]).expect("dweight's shape");
-                    let chunk = summed_chunk_images(&g, images.len(), c_in);
-                    unfold(images.clone(), chunk, Some(into_flat_mut(dweight).reversed_axes()));
+                    // As dweight^T = dcols x_cm^T, so that the operand packed transposed
+                    // is the small x_cm (see Conv2d::backward_params).
+                    let mut dweight_t = into_flat_mut(dweight).reversed_axes();
+                    let span = summed_span(&g, images.len(), c_in);
+                    let (first_image, first) = (images.start, images.start * p);
+                    let dy_shard = dy.slice(s![images.clone(), .., .., ..]);
+                    for_each_summed_unfolded(dy_shard, &g, span, dcols, |positions, span_cols, fresh, fresh_cols| {
+                        let positions = first + positions.start..first + positions.end;
+                        gemm(1.0, span_cols, x_cm.slice(s![.., positions]).t(), 1.0, dweight_t.view_mut());
+                        to_dx(first_image + fresh.start..first_image + fresh.end, fresh_cols);
+                    });
                     channel_sums_into(view3(&dy).slice_move(s![images, .., ..]), grads[1]);
                 });
             } else {
                 for shard in 0..shards.local() {
-                    unfold(shards.rows(shard, self.n), chunk_images(&g), None);
+                    let images = shards.rows(shard, self.n);
+                    let (first_image, whole) = (images.start, images.len());
+                    let dy = dy.slice(s![images, .., .., ..]);
+                    for_each_unfolded(dy, &g, (chunk_images(&g), whole), dcols, |columns, dcols| {
+                        to_dx(first_image + columns.start / p..first_image + columns.end / p, dcols);
+                    });
                 }
             }
         });
@@ -260,35 +261,39 @@ mod tests {
     use ndarray::Array2;
     use rand::SeedableRng;
 
-    /// Backward's chunks (8, 8 and 4 images of 256 KiB of unfolded `dy` each) give
-    /// the bits of one product over the whole batch, for `dx` and `dweight`: on the
-    /// fast path exactly, and close on `matrixmultiply`'s, whose blocking differs.
+    /// Backward's spans of unfolded `dy` (512 positions, 2 MiB, each) give the bits of
+    /// one product over the whole batch, for `dx` and `dweight`: on the fast path
+    /// exactly, and close on `matrixmultiply`'s, whose blocking differs. With 8x8
+    /// inputs (64 positions an image) the spans end between images; with 7x7 (49) the
+    /// first ends inside image 10.
     #[test]
-    fn chunks_give_the_bits_of_one_product() {
-        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(6);
-        let (n, c_in) = (20, 16);
-        let mut deconv = ConvTranspose2d::new(c_in, 64, 4, 2, 1, &mut rng);
-        let x: Array4<f32> = random_array([n, c_in, 8, 8], 1);
-        let dy: Array4<f32> = random_array([n, 64, 16, 16], 2);
-        let g = deconv.geometry(8, 8);
-        assert!(chunk_images(&g) < n && summed_chunk_images(&g, n, c_in) < n, "the batch must be cut");
-        deconv.forward(x.clone());
-        let dx = deconv.backward(dy.clone());
+    fn spans_give_the_bits_of_one_product() {
+        for side in [8, 7] {
+            let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(6);
+            let (n, c_in) = (20, 16);
+            let mut deconv = ConvTranspose2d::new(c_in, 64, 4, 2, 1, &mut rng);
+            let x: Array4<f32> = random_array([n, c_in, side, side], 1);
+            let dy: Array4<f32> = random_array([n, 64, 2 * side, 2 * side], 2);
+            let g = deconv.geometry(side, side);
+            let positions = n * g.p_out();
+            assert!(summed_span(&g, n, c_in) < positions, "the batch must be cut");
+            deconv.forward(x.clone());
+            let dx = deconv.backward(dy.clone());
 
-        let positions = n * 64;
-        let mut dcols = Array2::zeros((g.rows(), positions));
-        im2col(dy.view(), &g, dcols.view_mut());
-        let mut x_cm = Array2::zeros((c_in, positions));
-        to_channel_major(view3(&x), x_cm.view_mut());
-        let mut dweight_whole = Array4::zeros(deconv.dweight.dim());
-        gemm(1.0, dcols.view(), x_cm.t(), 1.0, flat_mut(&mut dweight_whole).reversed_axes());
-        let mut dx_cm = Array2::zeros((c_in, positions));
-        gemm(1.0, flat(&deconv.weight), dcols.view(), 0.0, dx_cm.view_mut());
-        let mut dx_whole = Array4::zeros(dx.dim());
-        from_channel_major(dx_cm.view(), None, as3(&mut dx_whole));
+            let mut dcols = Array2::zeros((g.rows(), positions));
+            im2col(dy.view(), &g, dcols.view_mut());
+            let mut x_cm = Array2::zeros((c_in, positions));
+            to_channel_major(view3(&x), x_cm.view_mut());
+            let mut dweight_whole = Array4::zeros(deconv.dweight.dim());
+            gemm(1.0, dcols.view(), x_cm.t(), 1.0, flat_mut(&mut dweight_whole).reversed_axes());
+            let mut dx_cm = Array2::zeros((c_in, positions));
+            gemm(1.0, flat(&deconv.weight), dcols.view(), 0.0, dx_cm.view_mut());
+            let mut dx_whole = Array4::zeros(dx.dim());
+            from_channel_major(dx_cm.view(), None, as3(&mut dx_whole));
 
-        let tol = if isa() == Isa::Portable { 1e-5 } else { 0.0 };
-        assert_close(&dx, &dx_whole, tol, tol, "dx in chunks");
-        assert_close(&deconv.dweight, &dweight_whole, tol, tol, "dweight in chunks");
+            let tol = if isa() == Isa::Portable { 1e-5 } else { 0.0 };
+            assert_close(&dx, &dx_whole, tol, tol, &format!("dx in spans, {side}x{side}"));
+            assert_close(&deconv.dweight, &dweight_whole, tol, tol, &format!("dweight in spans, {side}x{side}"));
+        }
     }
 }
