@@ -4,9 +4,11 @@
 //! norm, the activations, the losses and Adam) open a `scope` for their phase. When
 //! profiling is on, the outermost scope on a thread adds its wall time to its phase;
 //! scopes inside it (col2im inside a layer's backward pass, say) count nothing of
-//! their own, so no time is counted twice. Every entry point is called from the
-//! training loop's thread, and parallel work happens inside them, so the phases'
-//! sum is at most the step's wall time; the rest is the glue between them (copies,
+//! their own, so no time is counted twice. Entry points are called from the
+//! training loop's thread, and parallel work happens inside them, except in a
+//! `parallel_section` (a convolution's chunks, each on a thread of its own), where
+//! each thread's time counts divided by the number of threads; so the phases' sum
+//! is at most the step's wall time; the rest is the glue between them (copies,
 //! concatenations, slicing, latent sampling).
 //!
 //! When profiling is off (always, outside the bench), a scope is one relaxed atomic
@@ -56,6 +58,12 @@ impl Phase {
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static NANOS: [AtomicU64; 7] = [const { AtomicU64::new(0) }; 7];
 
+/// Open `parallel_section`s: while one is, every thread may run entry points at once
+/// (chunks of a convolution, each on a thread of its own), and each outermost scope
+/// counts its time divided by the number of threads, so that the phases still add up
+/// to at most the wall time.
+static PARALLEL: AtomicU64 = AtomicU64::new(0);
+
 thread_local! {
     /// Open scopes on this thread.
     static DEPTH: Cell<u32> = const { Cell::new(0) };
@@ -69,6 +77,19 @@ pub fn enable(on: bool) {
 /// Nanoseconds counted so far for each phase, in `Phase::ALL` order.
 pub fn totals() -> [u64; 7] {
     std::array::from_fn(|i| NANOS[i].load(Ordering::Relaxed))
+}
+
+/// Runs `f`, in which entry points may run on every thread at once (see `PARALLEL`).
+pub fn parallel_section<R>(f: impl FnOnce() -> R) -> R {
+    struct Close;
+    impl Drop for Close {
+        fn drop(&mut self) {
+            PARALLEL.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    PARALLEL.fetch_add(1, Ordering::Relaxed);
+    let _close = Close;
+    f()
 }
 
 /// Times the rest of the enclosing block as `phase` (see the module comment).
@@ -98,7 +119,11 @@ impl Drop for Scope {
             DEPTH.with(|d| d.set(d.get() - 1));
             if outermost {
                 let i = Phase::ALL.iter().position(|&p| p == self.phase).expect("every phase is in ALL");
-                NANOS[i].fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                let mut nanos = start.elapsed().as_nanos() as u64;
+                if PARALLEL.load(Ordering::Relaxed) > 0 {
+                    nanos /= rayon::current_num_threads().max(1) as u64;
+                }
+                NANOS[i].fetch_add(nanos, Ordering::Relaxed);
             }
         }
     }

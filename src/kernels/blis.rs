@@ -162,7 +162,7 @@ fn run_tasks<K: MicroKernel>(alpha: f32, pa: &PackedA, b: ArrayView2<f32>, beta:
 
 pub(super) fn packed_lhs<K: MicroKernel>(
     a: ArrayView2<f32>,
-    f: impl FnOnce(&dyn Fn(ArrayView2<f32>, ArrayViewMut2<f32>)),
+    f: impl FnOnce(&(dyn Fn(ArrayView2<f32>, ArrayViewMut2<f32>) + Sync)),
     checked: fn(&ArrayView2<f32>, &ArrayView2<f32>, &ArrayViewMut2<f32>),
 ) {
     let (m, k) = a.dim();

@@ -176,9 +176,9 @@ pub(super) fn depth_split(
 
 /// Runs `f` with `mul`, where `mul(b, c)` sets `c = a b` (`c` with contiguous rows):
 /// `a` is packed once for all the products `f` asks for, as when one weight matrix
-/// multiplies a batch a few images at a time (`gemm_col2im`). Each product counts
-/// as a GEMM in `macs_done` and in the profile.
-pub fn with_packed_lhs(a: ArrayView2<f32>, f: impl FnOnce(&dyn Fn(ArrayView2<f32>, ArrayViewMut2<f32>))) {
+/// multiplies a batch a few images at a time (`gemm_col2im`), from any number of
+/// threads at once. Each product counts as a GEMM in `macs_done` and in the profile.
+pub fn with_packed_lhs(a: ArrayView2<f32>, f: impl FnOnce(&(dyn Fn(ArrayView2<f32>, ArrayViewMut2<f32>) + Sync))) {
     fn checked(a: &ArrayView2<f32>, b: &ArrayView2<f32>, c: &ArrayViewMut2<f32>) {
         check_shapes("with_packed_lhs", a, b, c);
         assert!(

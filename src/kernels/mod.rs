@@ -11,7 +11,8 @@ mod simd;
 
 pub use line_aligned::LineAligned;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use ndarray::{ArrayView2, ArrayViewMut2};
 
@@ -112,13 +113,112 @@ fn gcd(a: usize, b: usize) -> usize {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
-/// The images `0..n` in consecutive chunks of `chunk` (the last may be shorter).
+/// The images `0..n` in consecutive chunks of `chunk` (the last may be shorter), no
+/// chunk crossing a multiple of `shard`, by index: chunk `i` is `get(i)`.
+#[derive(Clone, Copy)]
+struct ImageChunks {
+    n: usize,
+    chunk: usize,
+    shard: usize,
+}
+
+impl ImageChunks {
+    fn new(n: usize, chunk: usize, shard: usize) -> Self {
+        ImageChunks { n, chunk: chunk.max(1), shard: shard.clamp(1, n.max(1)) }
+    }
+
+    /// Chunks in a shard of `len` images.
+    fn in_shard(&self, len: usize) -> usize {
+        len.div_ceil(self.chunk)
+    }
+
+    fn count(&self) -> usize {
+        (self.n / self.shard) * self.in_shard(self.shard) + self.in_shard(self.n % self.shard)
+    }
+
+    fn get(&self, i: usize) -> std::ops::Range<usize> {
+        let per_shard = self.in_shard(self.shard);
+        let first = i / per_shard * self.shard;
+        let start = first + i % per_shard * self.chunk;
+        start..(start + self.chunk).min(first + self.shard).min(self.n)
+    }
+}
+
+/// The chunks of `ImageChunks::new(n, chunk, shard)` in order.
 fn image_chunks(n: usize, chunk: usize, shard: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
-    let (chunk, shard) = (chunk.max(1), shard.clamp(1, n.max(1)));
-    (0..n).step_by(shard).flat_map(move |first| {
-        let end = (first + shard).min(n);
-        (first..end).step_by(chunk).map(move |start| start..(start + chunk).min(end))
-    })
+    let chunks = ImageChunks::new(n, chunk, shard);
+    (0..chunks.count()).map(move |i| chunks.get(i))
+}
+
+/// `f(images, x[images])` for the chunks `range` of `chunks`, whose first image is
+/// `x`'s first, in parallel: each chunk on one thread, its part of `x` its own. The
+/// batch is split in two at a chunk's start, recursively, so nothing is allocated.
+fn par_image_chunks(
+    x: ndarray::ArrayViewMut4<f32>,
+    chunks: ImageChunks,
+    range: std::ops::Range<usize>,
+    f: &(impl Fn(std::ops::Range<usize>, ndarray::ArrayViewMut4<f32>) + Sync),
+) {
+    match range.len() {
+        0 => {}
+        1 => f(chunks.get(range.start), x),
+        len => {
+            let mid = range.start + len / 2;
+            let split = chunks.get(mid).start - chunks.get(range.start).start;
+            let (left, right) = x.split_at(ndarray::Axis(0), split);
+            rayon::join(
+                || par_image_chunks(left, chunks, range.start..mid, f),
+                || par_image_chunks(right, chunks, mid..range.end, f),
+            );
+        }
+    }
+}
+
+/// The most floats any thread's chunk scratch has held: every thread reserves as
+/// many, so that a step allocates nothing once each thread has run one chunk of it,
+/// whichever chunks it runs (see `im2col::with_plane_block`).
+static CHUNK_SCRATCH_MOST: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// Each thread's chunk scratch: a stack, since a thread waiting inside one chunk
+    /// may run another (rayon runs queued work while a join waits), which then takes
+    /// a buffer of its own.
+    static CHUNK_SCRATCH: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on `len` floats of this thread's chunk scratch (contents unspecified),
+/// taken off its stack for the call.
+fn with_chunk_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let most = CHUNK_SCRATCH_MOST.fetch_max(len, Ordering::Relaxed).max(len);
+    let mut buf = CHUNK_SCRATCH.with(|s| s.borrow_mut().pop().unwrap_or_default());
+    if buf.len() < most {
+        buf.resize(most, 0.0);
+    }
+    let out = f(&mut buf[..len]);
+    CHUNK_SCRATCH.with(|s| s.borrow_mut().push(buf));
+    out
+}
+
+/// The chunks of `x: [N, C, H, W]` (`chunk` images each, none crossing a multiple of
+/// `shard`), each made on one thread by `f(images, x[images], scratch)` with
+/// `scratch` floats of the thread's own: the chunks of a convolution's output or
+/// input gradient, which depend only on their own images. A chunk's unfolded columns
+/// are then written and read by one core, and its steps (unfold, multiply, move)
+/// need no barrier between them; the kernels inside still run in parallel, which is
+/// what keeps both cores busy when there is a single chunk. Profiled as a
+/// `parallel_section`.
+pub fn for_each_chunk_mut(
+    x: ndarray::ArrayViewMut4<f32>,
+    (chunk, shard): (usize, usize),
+    scratch: usize,
+    f: impl Fn(std::ops::Range<usize>, ndarray::ArrayViewMut4<f32>, &mut [f32]) + Sync,
+) {
+    let chunks = ImageChunks::new(x.dim().0, chunk, shard);
+    crate::profile::parallel_section(|| {
+        par_image_chunks(x, chunks, 0..chunks.count(), &|images, x| {
+            with_chunk_scratch(scratch, |buf| f(images, x, buf))
+        })
+    });
 }
 
 /// The batch `x: [N, C, H, W]` unfolded `chunk` images at a time: for each chunk,
@@ -224,22 +324,22 @@ fn unfold_spans(
 }
 
 /// `x = col2im(a b) + bias`, computed a few images at a time so that the product never
-/// exists for the whole batch; no chunk crosses a multiple of `shard` images (see
-/// `for_each_unfolded`).
+/// exists for the whole batch, the chunks in parallel (`for_each_chunk_mut`); no
+/// chunk crosses a multiple of `shard` images (see `for_each_unfolded`).
 ///
 /// a: [C*KH*KW, K], b: [K, N*P_out], x: [N, C, H, W] with `g` describing `x` (as for
-/// `col2im`); `cols` is the scratch for one chunk. The chunk size depends only on the
-/// shapes, so the result is the same on any number of threads.
+/// `col2im`). The chunk size depends only on the shapes, and each column of the
+/// product is the same whatever the chunk, so the result is the same on any number
+/// of threads.
 pub fn gemm_col2im(
     a: ArrayView2<f32>,
     b: ArrayView2<f32>,
     g: &im2col::ConvGeom,
     bias: Option<&[f32]>,
-    cols: &mut Workspace,
     x: ndarray::ArrayViewMut4<f32>,
     shard: usize,
 ) {
-    gemm_col2im_chunked(a, b, g, bias, cols, x, (chunk_images(g), shard));
+    gemm_col2im_chunked(a, b, g, bias, x, (chunk_images(g), shard));
 }
 
 /// `gemm_col2im` with `chunk` images at a time (at least 1).
@@ -248,20 +348,21 @@ fn gemm_col2im_chunked(
     b: ArrayView2<f32>,
     g: &im2col::ConvGeom,
     bias: Option<&[f32]>,
-    cols: &mut Workspace,
-    mut x: ndarray::ArrayViewMut4<f32>,
+    x: ndarray::ArrayViewMut4<f32>,
     (chunk, shard): (usize, usize),
 ) {
     let n = x.dim().0;
     let p_out = g.p_out();
     assert_eq!(b.ncols(), n * p_out, "gemm_col2im: b has {} columns for {n} images of {p_out} positions", b.ncols());
     // `a` is the same for every chunk: packed once.
+    let rows = g.rows();
     gemm::with_packed_lhs(a, |mul| {
-        for images in image_chunks(n, chunk, shard) {
-            cols.resize(g.rows(), images.len() * p_out);
+        for_each_chunk_mut(x, (chunk, shard), rows * chunk * p_out, |images, x, scratch| {
+            let columns = images.len() * p_out;
+            let mut cols = ArrayViewMut2::from_shape((rows, columns), &mut scratch[..rows * columns]).expect("sized");
             mul(b.slice(ndarray::s![.., images.start * p_out..images.end * p_out]), cols.view_mut());
-            im2col::col2im(cols.view(), g, bias, x.slice_mut(ndarray::s![images, .., .., ..]));
-        }
+            im2col::col2im(cols.view(), g, bias, x);
+        });
     });
 }
 
@@ -278,6 +379,32 @@ mod tests {
         assert_eq!(chunks, [0..5, 5..6, 6..11, 11..12]);
         assert_eq!(image_chunks(7, 3, 7).collect::<Vec<_>>(), [0..3, 3..6, 6..7]);
         assert_eq!(image_chunks(0, 3, 0).count(), 0);
+    }
+
+    /// `for_each_chunk_mut` gives every chunk once, with its own images of `x` and a
+    /// scratch of the length asked for, whatever the thread count.
+    #[test]
+    fn chunks_in_parallel_cover_the_batch_once() {
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a pool");
+            for (n, chunk, shard) in [(12, 5, 6), (7, 3, 7), (1, 4, 1), (0, 3, 0), (10, 1, 4)] {
+                let mut x = Array4::from_elem((n, 1, 1, 2), -1.0f32);
+                pool.install(|| {
+                    for_each_chunk_mut(x.view_mut(), (chunk, shard), 3, |images, mut x, scratch| {
+                        assert_eq!(scratch.len(), 3);
+                        assert_eq!(x.dim().0, images.len());
+                        for (i, mut image) in images.zip(x.outer_iter_mut()) {
+                            assert!(image.iter().all(|&v| v == -1.0), "image {i} given twice");
+                            image.fill(i as f32);
+                        }
+                    });
+                });
+                let expected = Array4::from_shape_fn((n, 1, 1, 2), |(i, ..)| i as f32);
+                assert_close(&x, &expected, 0.0, 0.0, &format!("n {n}, chunk {chunk}, shard {shard}"));
+                let chunks: Vec<_> = image_chunks(n, chunk, shard).collect();
+                assert!(chunks.iter().all(|c| c.start / shard.max(1) == (c.end - 1) / shard.max(1)));
+            }
+        }
     }
 
     /// Weight-gradient spans are whole KC blocks, or the batch is one span.
@@ -352,15 +479,7 @@ mod tests {
         for chunk in [1, 2, 3, 5, 8] {
             let mut x = Array4::from_elem((n, g.c, g.h, g.w), f32::NAN);
             let whole = x.dim().0;
-            gemm_col2im_chunked(
-                a.view(),
-                b.view(),
-                &g,
-                Some(&bias),
-                &mut Workspace::default(),
-                x.view_mut(),
-                (chunk, whole),
-            );
+            gemm_col2im_chunked(a.view(), b.view(), &g, Some(&bias), x.view_mut(), (chunk, whole));
             assert_close(&x, &expected, 1e-6, 1e-6, &format!("gemm_col2im in chunks of {chunk}"));
         }
     }

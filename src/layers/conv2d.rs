@@ -20,9 +20,9 @@ use crate::buffers;
 use crate::collective::Shards;
 use crate::init;
 use crate::kernels::gemm::{gemm, with_packed_lhs};
-use crate::kernels::im2col::{ConvGeom, from_channel_major, row_sums_into, to_channel_major};
+use crate::kernels::im2col::{ConvGeom, from_channel_major, im2col, row_sums_into, to_channel_major};
 use crate::kernels::{
-    Workspace, chunk_images, count_padding_macs, for_each_summed_rows, for_each_unfolded, gemm_col2im, summed_span,
+    Workspace, chunk_images, count_padding_macs, for_each_chunk_mut, for_each_summed_rows, gemm_col2im, summed_span,
 };
 
 #[derive(Clone)]
@@ -46,10 +46,9 @@ pub struct Conv2d {
     /// x: [N, C_in, H, W], the input (what `dweight` needs, unfolded again).
     geom: ConvGeom,
     x: Array4<f32>,
-    /// Workspaces kept from step to step. cols: the columns of a chunk of images,
-    /// `[C_in*KH*KW, chunk*P_out]` (in backward, of dcols, and for dweight its rows
-    /// `[chunk*P_out, C_in*KH*KW]`); y_cm: the output of a chunk, [C_out, chunk*P_out],
-    /// and in backward the whole dy, [C_out, N*P_out].
+    /// Workspaces kept from step to step (forward's chunks use each thread's scratch,
+    /// `kernels::for_each_chunk_mut`). cols: the rows of a span of positions for
+    /// dweight, `[span, C_in*KH*KW]`; y_cm: the whole dy, [C_out, N*P_out].
     cols: Workspace,
     y_cm: Workspace,
 }
@@ -108,23 +107,26 @@ impl Conv2d {
         let g = self.geometry(h, w);
         let (p_out, c_out) = (g.p_out(), self.c_out());
         let mut y = buffers::take((n, c_out, g.h_out(), g.w_out()));
-        let (cols, y_cm, bias) = (&mut self.cols, &mut self.y_cm, self.bias.as_slice());
+        let (bias, rows) = (self.bias.as_slice(), g.rows());
+        let (chunk, shard) = (chunk_images(&g), self.shards.shard_images(n));
         // W2 packed once for all the chunks. The product of each column of `cols` is
         // the same whatever the chunk, so the bits are those of one GEMM.
         with_packed_lhs(flat(&self.weight), |mul| {
-            for_each_unfolded(
-                x.view(),
-                &g,
-                (chunk_images(&g), self.shards.shard_images(n)),
-                cols,
-                |positions, cols| {
-                    // The chunk's product is moved into y while it is still in the cache.
-                    y_cm.resize(c_out, positions.len());
-                    mul(cols, y_cm.view_mut());
-                    let images = positions.start / p_out..positions.end / p_out;
-                    from_channel_major(y_cm.view(), bias, as3(&mut y).slice_move(s![images, .., ..]));
-                },
-            );
+            // Each chunk's columns, multiplied and moved into y (plus the bias) while
+            // they are in the cache of the core that made them.
+            let scratch = (rows + c_out) * chunk * p_out;
+            for_each_chunk_mut(y.view_mut(), (chunk, shard), scratch, |images, y, scratch| {
+                let positions = images.len() * p_out;
+                let (cols, y_cm) = scratch.split_at_mut(rows * positions);
+                let mut cols = ArrayViewMut2::from_shape((rows, positions), cols).expect("sized");
+                im2col(x.slice(s![images, .., .., ..]), &g, cols.view_mut());
+                let mut y_cm =
+                    ArrayViewMut2::from_shape((c_out, positions), &mut y_cm[..c_out * positions]).expect("sized");
+                mul(cols.view(), y_cm.view_mut());
+                let (images, _, h_out, w_out) = y.dim();
+                let y = y.into_shape_with_order((images, c_out, h_out * w_out)).expect("contiguous");
+                from_channel_major(y_cm.view(), bias, y);
+            });
         });
         count_padding_macs(&g, n, c_out);
         self.geom = g;
@@ -149,7 +151,7 @@ impl Conv2d {
         // Uninitialised: col2im overwrites every element.
         let mut dx = buffers::take((self.x.dim().0, g.c, g.h, g.w));
         let shard = self.shards.shard_images(self.x.dim().0);
-        gemm_col2im(flat(&self.weight).t(), self.y_cm.view(), &g, None, &mut self.cols, dx.view_mut(), shard);
+        gemm_col2im(flat(&self.weight).t(), self.y_cm.view(), &g, None, dx.view_mut(), shard);
         count_padding_macs(&g, self.x.dim().0, self.c_out());
         dx
     }

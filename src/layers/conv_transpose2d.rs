@@ -48,9 +48,9 @@ pub struct ConvTranspose2d {
     geom: ConvGeom,
     n: usize,
     x_cm: Workspace,
-    /// Workspaces kept from step to step. cols: forward's product for a chunk of
-    /// images, [C_out*KH*KW, chunk*H*W], then backward's im2col of a chunk of dy;
-    /// dx_cm: a chunk's dx, [C_in, chunk*H*W].
+    /// Workspaces kept from step to step (forward's chunks use each thread's scratch,
+    /// `kernels::gemm_col2im`). cols: backward's im2col of a span or chunk of dy;
+    /// dx_cm: its dx, [C_in, chunk*H*W].
     cols: Workspace,
     dx_cm: Workspace,
 }
@@ -116,7 +116,7 @@ impl ConvTranspose2d {
         // Uninitialised: col2im overwrites every element.
         let mut y = buffers::take((n, g.c, g.h, g.w));
         let (bias, shard) = (self.bias.as_slice(), self.shards.shard_images(n));
-        gemm_col2im(flat(&self.weight).t(), self.x_cm.view(), &g, bias, &mut self.cols, y.view_mut(), shard);
+        gemm_col2im(flat(&self.weight).t(), self.x_cm.view(), &g, bias, y.view_mut(), shard);
         count_padding_macs(&g, n, c_in);
         (self.geom, self.n) = (g, n);
         y
