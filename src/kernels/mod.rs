@@ -144,12 +144,6 @@ impl ImageChunks {
     }
 }
 
-/// The chunks of `ImageChunks::new(n, chunk, shard)` in order.
-fn image_chunks(n: usize, chunk: usize, shard: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
-    let chunks = ImageChunks::new(n, chunk, shard);
-    (0..chunks.count()).map(move |i| chunks.get(i))
-}
-
 /// `f(images, x[images])` for the chunks `range` of `chunks`, whose first image is
 /// `x`'s first, in parallel: each chunk on one thread, its part of `x` its own. The
 /// batch is split in two at a chunk's start, recursively, so nothing is allocated.
@@ -207,7 +201,7 @@ fn with_chunk_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 /// need no barrier between them; the kernels inside still run in parallel, which is
 /// what keeps both cores busy when there is a single chunk. Profiled as a
 /// `parallel_section`.
-pub fn for_each_chunk_mut(
+fn for_each_chunk_mut(
     x: ndarray::ArrayViewMut4<f32>,
     (chunk, shard): (usize, usize),
     scratch: usize,
@@ -221,25 +215,45 @@ pub fn for_each_chunk_mut(
     });
 }
 
-/// The batch `x: [N, C, H, W]` unfolded `chunk` images at a time: for each chunk,
-/// `cols` becomes its column matrix `[C*KH*KW, chunk*P_out]` (`im2col`), and `f` gets
-/// the chunk's columns in the whole batch's `[.., N*P_out]` and the matrix. No chunk
-/// crosses a multiple of `shard` images, so a shard's chunks, and every product made
-/// of them, are those of a batch holding that shard alone (`collective`).
-pub fn for_each_unfolded(
+/// `y = a im2col(x) + bias`, moved into `y`'s batch-major layout: a convolution's
+/// output (Conv2d's forward pass, ConvTranspose2d's `dx`), `gemm_col2im`'s twin. Made
+/// a chunk of images at a time (`chunk_images`), the chunks in parallel
+/// (`for_each_chunk_mut`): each chunk's columns are multiplied and moved while they
+/// are in the cache of the core that unfolded them, so neither the whole column
+/// matrix nor the whole product ever exists. No chunk crosses a multiple of `shard`
+/// images, so a shard's chunks, and every product made of them, are those of a batch
+/// holding that shard alone (`collective`); each column of the product is the same
+/// whatever the chunk, so the bits are those of one GEMM on any number of threads.
+///
+/// a: [C_out, C*KH*KW], x: [N, C, H, W] with `g` describing `x`, bias: `[C_out]` or
+/// none, y: [N, C_out, H_out, W_out].
+pub fn im2col_gemm(
+    a: ArrayView2<f32>,
     x: ndarray::ArrayView4<f32>,
     g: &im2col::ConvGeom,
-    (chunk, shard): (usize, usize),
-    cols: &mut Workspace,
-    mut f: impl FnMut(std::ops::Range<usize>, ArrayView2<f32>),
+    bias: Option<&[f32]>,
+    y: ndarray::ArrayViewMut4<f32>,
+    shard: usize,
 ) {
-    let p_out = g.p_out();
-    for images in image_chunks(x.dim().0, chunk, shard) {
-        let positions = images.start * p_out..images.end * p_out;
-        cols.resize(g.rows(), positions.len());
-        im2col::im2col(x.slice(ndarray::s![images, .., .., ..]), g, cols.view_mut());
-        f(positions, cols.view());
-    }
+    let (c_out, rows, p_out) = (a.nrows(), g.rows(), g.p_out());
+    assert_eq!(a.ncols(), rows, "im2col_gemm: a has {} columns for {rows} unfolded rows", a.ncols());
+    let chunk = chunk_images(g);
+    // `a` is the same for every chunk: packed once.
+    gemm::with_packed_lhs(a, |mul| {
+        let scratch = (rows + c_out) * chunk * p_out;
+        for_each_chunk_mut(y, (chunk, shard), scratch, |images, y, scratch| {
+            let positions = images.len() * p_out;
+            let (cols, product) = scratch.split_at_mut(rows * positions);
+            let mut cols = ArrayViewMut2::from_shape((rows, positions), cols).expect("sized");
+            im2col::im2col(x.slice(ndarray::s![images, .., .., ..]), g, cols.view_mut());
+            let mut product =
+                ArrayViewMut2::from_shape((c_out, positions), &mut product[..c_out * positions]).expect("sized");
+            mul(cols.view(), product.view_mut());
+            let (count, _, h_out, w_out) = y.dim();
+            let y = y.into_shape_with_order((count, c_out, h_out * w_out)).expect("contiguous");
+            im2col::from_channel_major(product.view(), bias, y);
+        });
+    });
 }
 
 /// The batch `x: [N, C, H, W]` unfolded as rows (`im2row`) for a sum along its
@@ -371,6 +385,12 @@ mod tests {
     use super::*;
     use crate::testutil::{assert_close, random_array};
     use ndarray::{Array2, Array4};
+
+    /// The chunks of `ImageChunks::new(n, chunk, shard)` in order.
+    fn image_chunks(n: usize, chunk: usize, shard: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+        let chunks = ImageChunks::new(n, chunk, shard);
+        (0..chunks.count()).map(move |i| chunks.get(i))
+    }
 
     /// Chunks cover the batch in order and never cross a shard's end.
     #[test]

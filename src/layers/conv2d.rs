@@ -19,11 +19,9 @@ use super::{Layer, OnnxOp, check_shape, rank};
 use crate::buffers;
 use crate::collective::Shards;
 use crate::init;
-use crate::kernels::gemm::{gemm, with_packed_lhs};
-use crate::kernels::im2col::{ConvGeom, from_channel_major, im2col, row_sums_into, to_channel_major};
-use crate::kernels::{
-    Workspace, chunk_images, count_padding_macs, for_each_chunk_mut, for_each_summed_rows, gemm_col2im, summed_span,
-};
+use crate::kernels::gemm::gemm;
+use crate::kernels::im2col::{ConvGeom, row_sums_into, to_channel_major};
+use crate::kernels::{Workspace, count_padding_macs, for_each_summed_rows, gemm_col2im, im2col_gemm, summed_span};
 
 #[derive(Clone)]
 pub struct Conv2d {
@@ -47,7 +45,7 @@ pub struct Conv2d {
     geom: ConvGeom,
     x: Array4<f32>,
     /// Workspaces kept from step to step (forward's chunks use each thread's scratch,
-    /// `kernels::for_each_chunk_mut`). cols: the rows of a span of positions for
+    /// `kernels::im2col_gemm`). cols: the rows of a span of positions for
     /// dweight, `[span, C_in*KH*KW]`; y_cm: the whole dy, [C_out, N*P_out].
     cols: Workspace,
     y_cm: Workspace,
@@ -105,29 +103,10 @@ impl Conv2d {
         check_shape("Conv2d", "input", &[None, Some(self.c_in()), None, None], x.shape());
         let (n, _, h, w) = x.dim();
         let g = self.geometry(h, w);
-        let (p_out, c_out) = (g.p_out(), self.c_out());
+        let c_out = self.c_out();
         let mut y = buffers::take((n, c_out, g.h_out(), g.w_out()));
-        let (bias, rows) = (self.bias.as_slice(), g.rows());
-        let (chunk, shard) = (chunk_images(&g), self.shards.shard_images(n));
-        // W2 packed once for all the chunks. The product of each column of `cols` is
-        // the same whatever the chunk, so the bits are those of one GEMM.
-        with_packed_lhs(flat(&self.weight), |mul| {
-            // Each chunk's columns, multiplied and moved into y (plus the bias) while
-            // they are in the cache of the core that made them.
-            let scratch = (rows + c_out) * chunk * p_out;
-            for_each_chunk_mut(y.view_mut(), (chunk, shard), scratch, |images, y, scratch| {
-                let positions = images.len() * p_out;
-                let (cols, y_cm) = scratch.split_at_mut(rows * positions);
-                let mut cols = ArrayViewMut2::from_shape((rows, positions), cols).expect("sized");
-                im2col(x.slice(s![images, .., .., ..]), &g, cols.view_mut());
-                let mut y_cm =
-                    ArrayViewMut2::from_shape((c_out, positions), &mut y_cm[..c_out * positions]).expect("sized");
-                mul(cols.view(), y_cm.view_mut());
-                let (images, _, h_out, w_out) = y.dim();
-                let y = y.into_shape_with_order((images, c_out, h_out * w_out)).expect("contiguous");
-                from_channel_major(y_cm.view(), bias, y);
-            });
-        });
+        let (bias, shard) = (self.bias.as_slice(), self.shards.shard_images(n));
+        im2col_gemm(flat(&self.weight), x.view(), &g, bias, y.view_mut(), shard);
         count_padding_macs(&g, n, c_out);
         self.geom = g;
         buffers::give(std::mem::replace(&mut self.x, x));
@@ -291,7 +270,8 @@ pub fn conv2d_naive(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::im2col::im2col;
+    use crate::kernels::chunk_images;
+    use crate::kernels::im2col::{from_channel_major, im2col};
     use crate::testutil::{assert_close, random_array};
     use rand::SeedableRng;
 

@@ -21,9 +21,7 @@ use crate::collective::Shards;
 use crate::init;
 use crate::kernels::gemm::{gemm, with_packed_lhs};
 use crate::kernels::im2col::{ConvGeom, channel_sums_into, from_channel_major, to_channel_major};
-use crate::kernels::{
-    Workspace, chunk_images, count_padding_macs, for_each_summed_unfolded, for_each_unfolded, gemm_col2im, summed_span,
-};
+use crate::kernels::{Workspace, count_padding_macs, for_each_summed_unfolded, gemm_col2im, im2col_gemm, summed_span};
 
 #[derive(Clone)]
 pub struct ConvTranspose2d {
@@ -48,9 +46,9 @@ pub struct ConvTranspose2d {
     geom: ConvGeom,
     n: usize,
     x_cm: Workspace,
-    /// Workspaces kept from step to step (forward's chunks use each thread's scratch,
-    /// `kernels::gemm_col2im`). cols: backward's im2col of a span or chunk of dy;
-    /// dx_cm: its dx, [C_in, chunk*H*W].
+    /// Workspaces kept from step to step (forward's chunks, and a frozen backward's,
+    /// use each thread's scratch: `kernels::gemm_col2im`, `kernels::im2col_gemm`).
+    /// cols: backward's im2col of a span of dy; dx_cm: its images' dx, [C_in, images*H*W].
     cols: Workspace,
     dx_cm: Workspace,
 }
@@ -142,18 +140,21 @@ impl ConvTranspose2d {
         let mut dx = buffers::take((self.n, c_in, g.h_out(), g.w_out()));
         let (dcols, dx_cm, x_cm, shards, p) =
             (&mut self.cols, &mut self.dx_cm, self.x_cm.view(), &self.shards, g.p_out());
-        let shape = self.weight.dim();
-        with_packed_lhs(flat(&self.weight), |mul| {
-            // The columns of the images `images` of dy, `[C_out*KH*KW, images*P]`:
-            // dx_cm's product, moved into dx while it is still in the cache.
-            let mut to_dx = |images: std::ops::Range<usize>, dcols: ArrayView2<f32>| {
-                dx_cm.resize(c_in, dcols.ncols());
-                mul(dcols, dx_cm.view_mut());
-                from_channel_major(dx_cm.view(), None, as3(&mut dx).slice_move(s![images, .., ..]));
-            };
-            if self.requires_grad {
-                let dweight = self.dweight.as_slice_mut().expect("contiguous");
-                let dbias = self.dbias.as_slice_mut().expect("contiguous");
+        if !self.requires_grad {
+            // Frozen: dx alone, Conv2d's forward pass of dy.
+            im2col_gemm(flat(&self.weight), dy.view(), &g, None, dx.view_mut(), shards.shard_images(self.n));
+        } else {
+            let shape = self.weight.dim();
+            let dweight = self.dweight.as_slice_mut().expect("contiguous");
+            let dbias = self.dbias.as_slice_mut().expect("contiguous");
+            with_packed_lhs(flat(&self.weight), |mul| {
+                // The columns of the images `images` of dy, `[C_out*KH*KW, images*P]`:
+                // dx_cm's product, moved into dx while it is still in the cache.
+                let mut to_dx = |images: std::ops::Range<usize>, dcols: ArrayView2<f32>| {
+                    dx_cm.resize(c_in, dcols.ncols());
+                    mul(dcols, dx_cm.view_mut());
+                    from_channel_major(dx_cm.view(), None, as3(&mut dx).slice_move(s![images, .., ..]));
+                };
                 shards.accumulate(&mut [dweight, dbias], |shard, grads| {
                     let images = shards.rows(shard, self.n);
                     let dweight = ArrayViewMut4::from_shape(shape, &mut *grads[0]).expect("dweight's shape");
@@ -170,17 +171,8 @@ impl ConvTranspose2d {
                     });
                     channel_sums_into(view3(&dy).slice_move(s![images, .., ..]), grads[1]);
                 });
-            } else {
-                for shard in 0..shards.local() {
-                    let images = shards.rows(shard, self.n);
-                    let (first_image, whole) = (images.start, images.len());
-                    let dy = dy.slice(s![images, .., .., ..]);
-                    for_each_unfolded(dy, &g, (chunk_images(&g), whole), dcols, |columns, dcols| {
-                        to_dx(first_image + columns.start / p..first_image + columns.end / p, dcols);
-                    });
-                }
-            }
-        });
+            });
+        }
         buffers::give(dy);
         // dx's product, and dweight's when it was made.
         count_padding_macs(&g, self.n, c_in * (1 + usize::from(self.requires_grad)));
