@@ -92,6 +92,13 @@ pub fn parallel_section<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// The time since `start` as a phase or a product counts it: divided by the number
+/// of threads inside a `parallel_section`, where every thread counts at once.
+fn counted(start: Instant) -> u64 {
+    let nanos = start.elapsed().as_nanos() as u64;
+    if PARALLEL.load(Ordering::Relaxed) > 0 { nanos / rayon::current_num_threads().max(1) as u64 } else { nanos }
+}
+
 /// Times the rest of the enclosing block as `phase` (see the module comment).
 #[must_use = "the scope ends when the guard is dropped"]
 pub fn scope(phase: Phase) -> Scope {
@@ -119,11 +126,7 @@ impl Drop for Scope {
             DEPTH.with(|d| d.set(d.get() - 1));
             if outermost {
                 let i = Phase::ALL.iter().position(|&p| p == self.phase).expect("every phase is in ALL");
-                let mut nanos = start.elapsed().as_nanos() as u64;
-                if PARALLEL.load(Ordering::Relaxed) > 0 {
-                    nanos /= rayon::current_num_threads().max(1) as u64;
-                }
-                NANOS[i].fetch_add(nanos, Ordering::Relaxed);
+                NANOS[i].fetch_add(counted(start), Ordering::Relaxed);
             }
         }
     }
@@ -158,7 +161,9 @@ static PRODUCTS: std::sync::Mutex<std::collections::BTreeMap<Product, (u64, u64)
     std::sync::Mutex::new(std::collections::BTreeMap::new());
 
 /// Times the rest of the enclosing block as one call of product `p` (on top of its
-/// phase's `scope`). Off, it costs one relaxed atomic load.
+/// phase's `scope`), counted as its phase is, so that a product's GFLOP/s inside a
+/// `parallel_section` is that of all the threads, as outside one. Off, it costs one
+/// relaxed atomic load.
 #[must_use = "the timing ends when the guard is dropped"]
 pub fn product(p: impl FnOnce() -> Product) -> ProductScope {
     ProductScope(ENABLED.load(Ordering::Relaxed).then(|| (p(), Instant::now())))
@@ -170,7 +175,7 @@ pub struct ProductScope(Option<(Product, Instant)>);
 impl Drop for ProductScope {
     fn drop(&mut self) {
         if let Some((p, start)) = self.0 {
-            let nanos = start.elapsed().as_nanos() as u64;
+            let nanos = counted(start);
             let mut table = PRODUCTS.lock().unwrap_or_else(|e| e.into_inner());
             let entry = table.entry(p).or_default();
             *entry = (entry.0 + 1, entry.1 + nanos);
@@ -225,5 +230,28 @@ mod tests {
         let (_, calls, nanos) = products().into_iter().find(|(q, _, _)| *q == p).expect("the product was timed");
         assert_eq!(calls, 2, "only the calls made while profiling count");
         assert!(nanos >= 2_000_000, "{nanos} ns for two calls of at least 1 ms");
+    }
+
+    /// Inside a `parallel_section`, where every thread may time a product at once, a
+    /// product's time counts divided by the number of threads, as its phase's does.
+    #[test]
+    fn products_in_a_parallel_section_count_a_share_of_their_time() {
+        let p = Product { m: 11, k: 13, n: 17, ta: false, tb: true, tc: false, packed: false };
+        let _turn = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+        let threads = rayon::current_num_threads() as u64;
+        enable(true);
+        let start = Instant::now();
+        parallel_section(|| {
+            let _t = product(|| p);
+            std::thread::sleep(std::time::Duration::from_millis(4));
+        });
+        let wall = start.elapsed().as_nanos() as u64;
+        enable(false);
+        let (_, calls, nanos) = products().into_iter().find(|(q, _, _)| *q == p).expect("the product was timed");
+        assert_eq!(calls, 1);
+        assert!(
+            nanos >= 4_000_000 / threads && nanos <= wall / threads,
+            "{nanos} ns counted for 4 ms of {wall} ns on {threads} threads"
+        );
     }
 }
