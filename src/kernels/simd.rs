@@ -28,6 +28,19 @@ pub(crate) fn transpose_lines(src: &[f32], stride: usize, lines: usize, len: usi
     transpose_lines_scalar(src, stride, lines, len, dst, width);
 }
 
+/// Asks the CPU to bring every cache line of `data` into L1 ahead of its use: a
+/// hint, with no effect on any result.
+pub(crate) fn prefetch(data: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in data.chunks(16).map(|c| c.as_ptr()).chain(data.last().map(|v| v as *const f32)) {
+        // SAFETY: PREFETCHT0 is part of SSE, which every x86-64 CPU has; it reads no
+        // memory architecturally (it cannot fault), and the address is inside `data`.
+        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line.cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
+}
+
 /// Orders the non-temporal stores made so far before any later store, so that the
 /// thread that waits for this one's task sees them (`MicroKernel::tile`'s `stream`).
 pub(crate) fn store_fence() {
