@@ -543,28 +543,70 @@ pub fn from_channel_major(cm: ArrayView2<f32>, bias: Option<&[f32]>, mut x: Arra
     });
 }
 
-/// `out[c] += sum of the row m[c, ..]`, each row summed in order (in f64), rows in
-/// parallel: the per-channel bias gradient of a channel-major `dy`.
+/// Channels summed together by `row_sums_into` and `channel_sums_into`: each channel
+/// is one chain of f64 adds in a fixed order, whose latency (4 cycles an add) one
+/// chain alone would wait out on every value; eight chains side by side keep the adder
+/// busy, and each still adds its values in the same order.
+const SUM_CHANNELS: usize = 8;
+
+/// `acc[r] += run r`, value after value, for runs of one length (at most
+/// `SUM_CHANNELS` of them): `runs[r][0]`, then `runs[r][1]`, and so on.
+fn add_runs(acc: &mut [f64], runs: &[&[f32]]) {
+    let len = runs.first().map_or(0, |r| r.len());
+    assert!(runs.iter().all(|r| r.len() == len), "add_runs: runs of one length");
+    if let (Ok(acc), Ok(runs)) =
+        (<&mut [f64; SUM_CHANNELS]>::try_from(&mut *acc), <&[&[f32]; SUM_CHANNELS]>::try_from(runs))
+    {
+        for q in 0..len {
+            for (a, run) in acc.iter_mut().zip(runs) {
+                *a += run[q] as f64;
+            }
+        }
+    } else {
+        for (a, run) in acc.iter_mut().zip(runs) {
+            run.iter().for_each(|&v| *a += v as f64);
+        }
+    }
+}
+
+/// `out[c] += sum of the row m[c, ..]`, each row summed in order (in f64), blocks of
+/// rows in parallel: the per-channel bias gradient of a channel-major `dy`.
 ///
 /// m: [C, L], out: `[C]`
 pub fn row_sums_into(m: ArrayView2<f32>, out: &mut [f32]) {
     let _time = crate::profile::scope(crate::profile::Phase::Layout);
     assert_eq!(m.nrows(), out.len(), "row_sums_into: {} rows but {} outputs", m.nrows(), out.len());
-    out.par_iter_mut().zip(m.axis_iter(Axis(0))).for_each(|(o, row)| {
-        *o += row.iter().map(|&v| v as f64).sum::<f64>() as f32;
+    let m = m.as_standard_layout();
+    out.par_chunks_mut(SUM_CHANNELS).zip(m.axis_chunks_iter(Axis(0), SUM_CHANNELS)).for_each(|(out, rows)| {
+        // From -0.0, as `Iterator::sum` starts an f64 sum.
+        let mut acc = [-0.0f64; SUM_CHANNELS];
+        let runs: [&[f32]; SUM_CHANNELS] =
+            std::array::from_fn(|r| if r < out.len() { rows.row(r).to_slice().expect("standard layout") } else { &[] });
+        add_runs(&mut acc[..out.len()], &runs[..out.len()]);
+        out.iter_mut().zip(acc).for_each(|(o, a)| *o += a as f32);
     });
 }
 
-/// `out[c] += sum over n and q of x[n, c, q]`, in a fixed order (in f64), channels in
-/// parallel: the per-channel bias gradient of a batch-major `dy`.
+/// `out[c] += sum over n and q of x[n, c, q]`, in that order (in f64), blocks of
+/// channels in parallel: the per-channel bias gradient of a batch-major `dy`.
 ///
 /// x: [N, C, P], out: `[C]`
 pub fn channel_sums_into(x: ArrayView3<f32>, out: &mut [f32]) {
     let _time = crate::profile::scope(crate::profile::Phase::Layout);
-    assert_eq!(x.dim().1, out.len(), "channel_sums_into: {} channels but {} outputs", x.dim().1, out.len());
-    out.par_iter_mut().enumerate().for_each(|(c, o)| {
-        let sum: f64 = x.slice(ndarray::s![.., c, ..]).iter().map(|&v| v as f64).sum();
-        *o += sum as f32;
+    let (n, c, p) = x.dim();
+    assert_eq!(c, out.len(), "channel_sums_into: {c} channels but {} outputs", out.len());
+    let x = x.as_standard_layout();
+    let x = x.as_slice().expect("standard layout");
+    out.par_chunks_mut(SUM_CHANNELS).enumerate().for_each(|(block, out)| {
+        let c0 = block * SUM_CHANNELS;
+        let mut acc = [-0.0f64; SUM_CHANNELS];
+        for img in 0..n {
+            let planes = &x[(img * c + c0) * p..][..out.len() * p];
+            let runs: [&[f32]; SUM_CHANNELS] =
+                std::array::from_fn(|r| if r < out.len() { &planes[r * p..][..p] } else { &[] });
+            add_runs(&mut acc[..out.len()], &runs[..out.len()]);
+        }
+        out.iter_mut().zip(acc).for_each(|(o, a)| *o += a as f32);
     });
 }
 
@@ -764,5 +806,36 @@ mod tests {
         from_channel_major(cm.view(), Some(&bias), back.view_mut());
         let expected = &x + &ndarray::Array3::from_shape_fn((3, 4, 5), |(_, c, _)| bias[c]);
         assert_close(&back, &expected, 0.0, 0.0, "channel-major round trip");
+    }
+
+    /// The bias-gradient sums add each channel's values in order from -0.0, in f64, as
+    /// one `Iterator::sum` per channel does: the same bits, for every count of channels
+    /// (whole blocks of `SUM_CHANNELS`, a ragged last block, fewer than one block),
+    /// and a channel of negative zeros keeps its sign.
+    #[test]
+    fn bias_sums_have_the_bits_of_one_sum_per_channel() {
+        for (n, c, p) in [(3, 1, 5), (2, 7, 9), (4, 8, 1), (3, 9, 13), (2, 17, 49), (0, 3, 4)] {
+            let mut x: ndarray::Array3<f32> = random_array([n, c, p], (n * 100 + c * 10 + p) as u64);
+            // Values of many magnitudes, so that the order of the adds shows in the bits.
+            x.indexed_iter_mut().for_each(|((i, _, q), v)| *v *= 10f32.powi((i * 7 + q) as i32 % 9 - 4));
+            if c > 1 {
+                x.slice_mut(ndarray::s![.., 1, ..]).fill(-0.0);
+            }
+            let start: Vec<f32> = (0..c).map(|ch| if ch == 1 { -0.0 } else { ch as f32 * 0.25 }).collect();
+            let want: Vec<f32> = (0..c)
+                .map(|ch| start[ch] + x.slice(ndarray::s![.., ch, ..]).iter().map(|&v| v as f64).sum::<f64>() as f32)
+                .collect();
+            let mut got = start.clone();
+            channel_sums_into(x.view(), &mut got);
+            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "channel_sums_into on [{n}, {c}, {p}]");
+
+            let cm = Array2::from_shape_fn((c, n * p), |(ch, t)| x[[t / p, ch, t % p]]);
+            let want: Vec<f32> =
+                (0..c).map(|ch| start[ch] + cm.row(ch).iter().map(|&v| v as f64).sum::<f64>() as f32).collect();
+            let mut got = start.clone();
+            row_sums_into(cm.view(), &mut got);
+            assert_eq!(bits(&got), bits(&want), "row_sums_into on [{c}, {}]", n * p);
+        }
     }
 }
