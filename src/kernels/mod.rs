@@ -77,8 +77,8 @@ pub fn padding_macs_done() -> u64 {
 const COLS_CHUNK_BYTES: usize = 2 << 20;
 
 /// Images per chunk for the column matrix of geometry `g`, `[C*KH*KW, chunk*P_out]`:
-/// as many as fit in `COLS_CHUNK_BYTES`, at least 1. A function of the shapes alone,
-/// so the chunks are the same on any number of threads.
+/// as many as fit in `COLS_CHUNK_BYTES`, at least 1: the most a chunk may hold
+/// (`ImageChunks` cuts evenly, and at least one chunk per thread).
 pub fn chunk_images(g: &im2col::ConvGeom) -> usize {
     let per_image = g.rows() * g.p_out() * std::mem::size_of::<f32>();
     (COLS_CHUNK_BYTES / per_image.max(1)).max(1)
@@ -115,9 +115,10 @@ fn gcd(a: usize, b: usize) -> usize {
 
 /// The images `0..n` in consecutive chunks of at most `chunk`, no chunk crossing a
 /// multiple of `shard`, by index: chunk `i` is `get(i)`. A shard's chunks are as
-/// even as can be (their lengths differ by at most one): with a ragged last chunk, a
-/// thread given it would wait for the other (the CIFAR-10 discriminator's first layer
-/// cut 128 images into 42, 42, 42 and 2, two chunks a thread).
+/// even as can be (their lengths differ by at most one), and as many for each
+/// thread: with a ragged last chunk, or one chunk more for some threads, the others
+/// wait (the CIFAR-10 discriminator's first layer cut 128 images into 42, 42, 42 and
+/// 2, two chunks a thread; MNIST's second cut 64 into seven chunks).
 ///
 /// How a batch is cut changes no bits: every column of a chunk's product is the same
 /// chain of multiply-adds whatever the chunk holds.
@@ -126,16 +127,19 @@ struct ImageChunks {
     n: usize,
     chunk: usize,
     shard: usize,
+    threads: usize,
 }
 
 impl ImageChunks {
-    fn new(n: usize, chunk: usize, shard: usize) -> Self {
-        ImageChunks { n, chunk: chunk.max(1), shard: shard.clamp(1, n.max(1)) }
+    /// The chunks for `threads` threads: a shard's count is a multiple of it, where
+    /// the shard has the images, so that every thread gets as many.
+    fn new(n: usize, chunk: usize, shard: usize, threads: usize) -> Self {
+        ImageChunks { n, chunk: chunk.max(1), shard: shard.clamp(1, n.max(1)), threads: threads.max(1) }
     }
 
     /// Chunks in a shard of `len` images.
     fn in_shard(&self, len: usize) -> usize {
-        len.div_ceil(self.chunk)
+        len.div_ceil(self.chunk).next_multiple_of(self.threads).min(len)
     }
 
     fn count(&self) -> usize {
@@ -201,13 +205,13 @@ fn with_chunk_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     out
 }
 
-/// The chunks of `x: [N, C, H, W]` (`chunk` images each, none crossing a multiple of
-/// `shard`), each made on one thread by `f(images, x[images], scratch)` with
+/// The chunks of `x: [N, C, H, W]` (at most `chunk` images each, none crossing a
+/// multiple of `shard`, as many for each thread: `ImageChunks`), each made on one thread by `f(images, x[images], scratch)` with
 /// `scratch` floats of the thread's own: the chunks of a convolution's output or
 /// input gradient, which depend only on their own images. A chunk's unfolded columns
 /// are then written and read by one core, and its steps (unfold, multiply, move)
-/// need no barrier between them; the kernels inside still run in parallel, which is
-/// what keeps both cores busy when there is a single chunk. Profiled as a
+/// need no barrier between them; the kernels inside still run in parallel, which
+/// keeps every core busy when a shard has fewer images than threads. Profiled as a
 /// `parallel_section`.
 fn for_each_chunk_mut(
     x: ndarray::ArrayViewMut4<f32>,
@@ -215,7 +219,7 @@ fn for_each_chunk_mut(
     scratch: usize,
     f: impl Fn(std::ops::Range<usize>, ndarray::ArrayViewMut4<f32>, &mut [f32]) + Sync,
 ) {
-    let chunks = ImageChunks::new(x.dim().0, chunk, shard);
+    let chunks = ImageChunks::new(x.dim().0, chunk, shard, rayon::current_num_threads());
     crate::profile::parallel_section(|| {
         par_image_chunks(x, chunks, 0..chunks.count(), &|images, x| {
             with_chunk_scratch(scratch, |buf| f(images, x, buf))
@@ -347,12 +351,12 @@ fn unfold_spans(
 
 /// `x = col2im(a b) + bias`, computed a few images at a time so that the product never
 /// exists for the whole batch, the chunks in parallel (`for_each_chunk_mut`); no
-/// chunk crosses a multiple of `shard` images (see `for_each_unfolded`).
+/// chunk crosses a multiple of `shard` images.
 ///
 /// a: [C*KH*KW, K], b: [K, N*P_out], x: [N, C, H, W] with `g` describing `x` (as for
-/// `col2im`). The chunk size depends only on the shapes, and each column of the
-/// product is the same whatever the chunk, so the result is the same on any number
-/// of threads.
+/// `col2im`). The chunks depend on the thread count, but each column of the product
+/// is the same whatever the chunk, so the result is the same on any number of
+/// threads.
 pub fn gemm_col2im(
     a: ArrayView2<f32>,
     b: ArrayView2<f32>,
@@ -394,9 +398,9 @@ mod tests {
     use crate::testutil::{assert_close, random_array};
     use ndarray::{Array2, Array4};
 
-    /// The chunks of `ImageChunks::new(n, chunk, shard)` in order.
+    /// The chunks of `ImageChunks::new(n, chunk, shard, 1)` in order.
     fn image_chunks(n: usize, chunk: usize, shard: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
-        let chunks = ImageChunks::new(n, chunk, shard);
+        let chunks = ImageChunks::new(n, chunk, shard, 1);
         (0..chunks.count()).map(move |i| chunks.get(i))
     }
 
@@ -410,6 +414,15 @@ mod tests {
         // A short last shard, cut on its own.
         assert_eq!(image_chunks(11, 3, 8).collect::<Vec<_>>(), [0..2, 2..5, 5..8, 8..11]);
         assert_eq!(image_chunks(0, 3, 0).count(), 0);
+        // As many chunks for each of the threads: MNIST D conv2's 64 images, 10 at
+        // most, in 8 chunks for 2 threads (7 for 1); fewer images than threads.
+        let for_threads = |n, chunk, shard, threads| {
+            let chunks = ImageChunks::new(n, chunk, shard, threads);
+            (0..chunks.count()).map(|i| chunks.get(i).len()).collect::<Vec<_>>()
+        };
+        assert_eq!(for_threads(64, 10, 64, 2), [8; 8]);
+        assert_eq!(for_threads(64, 10, 64, 1), [9, 9, 9, 9, 9, 9, 10]);
+        assert_eq!(for_threads(3, 10, 3, 4), [1, 1, 1]);
         // Every cut: consecutive chunks covering the batch, none longer than asked, the
         // lengths within a shard at most one apart.
         for n in 0..40 {
