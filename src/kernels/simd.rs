@@ -71,9 +71,11 @@ pub(crate) fn transpose_lines_scalar(
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// As `transpose_lines`, in 8x8 blocks: eight lines (or zeros) are loaded eight
-    /// floats at a time, transposed with the unpack / shuffle / permute sequence, and
-    /// stored as eight rows of up to eight floats.
+    /// As `transpose_lines`, in 8x8 blocks: eight lines are loaded in half-rows and
+    /// transposed within each 128-bit lane (`transpose8_lines`), or, where fewer than
+    /// eight lines are left, loaded with zeros for the rest and transposed with the
+    /// unpack / shuffle / permute sequence (`transpose8`); each block is stored as eight
+    /// rows of up to eight floats.
     ///
     /// # Safety
     /// AVX2 is present; `src` holds `(lines - 1)*stride + len` floats, `dst`
@@ -95,7 +97,7 @@ mod x86 {
             for p in (0..full).step_by(8) {
                 let t = if valid == 8 {
                     // SAFETY: lines g..g+8 < lines, and p+8 <= len.
-                    transpose8(std::array::from_fn(|i| unsafe { _mm256_loadu_ps(src.add((g + i) * stride + p)) }))
+                    unsafe { transpose8_lines(src.add(g * stride + p), stride) }
                 } else {
                     let mut r = [_mm256_setzero_ps(); 8];
                     for (i, r) in r.iter_mut().enumerate().take(valid) {
@@ -133,6 +135,39 @@ mod x86 {
     #[target_feature(enable = "avx2")]
     fn lane_mask(lanes: usize) -> __m256i {
         _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+    }
+
+    /// The transpose of the 8x8 block whose row `i` is the 8 floats at `at + i*stride`.
+    /// Each register is loaded with row `i`'s half in its low lane and row `i + 4`'s
+    /// in its high lane, so that the lanes are two 4x4 transposes (8 unpack and shuffle
+    /// instructions each way) and no lane-crossing permute is left: 16 shuffles where
+    /// `transpose8` takes 24, all on the one port that shuffles on Intel's cores. A
+    /// panel of 32 lines of 256 floats, 4 KiB apart, hot in the caches (Intel Xeon,
+    /// family 6 model 207, best of five rounds of 20000): 8.0 us against 11.6.
+    ///
+    /// # Safety
+    /// AVX2 is present, and `at + i*stride + j` is readable for `i, j < 8`.
+    #[target_feature(enable = "avx2")]
+    unsafe fn transpose8_lines(at: *const f32, stride: usize) -> [__m256; 8] {
+        // SAFETY: rows i and i+4 (< 8), floats `half..half + 4` (< 8), per the contract.
+        let load = |i: usize, half: usize| unsafe {
+            _mm256_loadu2_m128(at.add((i + 4) * stride + half), at.add(i * stride + half))
+        };
+        let quad = |r: [__m256; 4]| {
+            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            [
+                _mm256_shuffle_ps::<0x44>(t0, t2),
+                _mm256_shuffle_ps::<0xEE>(t0, t2),
+                _mm256_shuffle_ps::<0x44>(t1, t3),
+                _mm256_shuffle_ps::<0xEE>(t1, t3),
+            ]
+        };
+        let low = quad(std::array::from_fn(|i| load(i, 0)));
+        let high = quad(std::array::from_fn(|i| load(i, 4)));
+        [low[0], low[1], low[2], low[3], high[0], high[1], high[2], high[3]]
     }
 
     /// The transpose of the 8x8 matrix whose rows are `r`.
