@@ -131,8 +131,8 @@ struct ImageChunks {
 }
 
 impl ImageChunks {
-    /// The chunks for `threads` threads: a shard's count is a multiple of it, where
-    /// the shard has the images, so that every thread gets as many.
+    /// The chunks for `threads` threads: a shard's count is a multiple of it (but
+    /// never more than its images), so that every thread gets as many.
     fn new(n: usize, chunk: usize, shard: usize, threads: usize) -> Self {
         ImageChunks { n, chunk: chunk.max(1), shard: shard.clamp(1, n.max(1)), threads: threads.max(1) }
     }
@@ -206,8 +206,9 @@ fn with_chunk_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 }
 
 /// The chunks of `x: [N, C, H, W]` (at most `chunk` images each, none crossing a
-/// multiple of `shard`, as many for each thread: `ImageChunks`), each made on one thread by `f(images, x[images], scratch)` with
-/// `scratch` floats of the thread's own: the chunks of a convolution's output or
+/// multiple of `shard`, as many for each thread: `ImageChunks`), each made on one
+/// thread by `f(images, x[images], scratch)` with `scratch` floats of the thread's
+/// own: the chunks of a convolution's output or
 /// input gradient, which depend only on their own images. A chunk's unfolded columns
 /// are then written and read by one core, and its steps (unfold, multiply, move)
 /// need no barrier between them; the kernels inside still run in parallel, which

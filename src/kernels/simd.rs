@@ -139,11 +139,11 @@ mod x86 {
 
     /// The transpose of the 8x8 block whose row `i` is the 8 floats at `at + i*stride`.
     /// Each register is loaded with row `i`'s half in its low lane and row `i + 4`'s
-    /// in its high lane, so that the lanes are two 4x4 transposes (8 unpack and shuffle
-    /// instructions each way) and no lane-crossing permute is left: 16 shuffles where
-    /// `transpose8` takes 24, all on the one port that shuffles on Intel's cores. A
-    /// panel of 32 lines of 256 floats, 4 KiB apart, hot in the caches (Intel Xeon,
-    /// family 6 model 207, best of five rounds of 20000): 8.0 us against 11.6.
+    /// in its high lane, so that the lanes are two 4x4 transposes (`transpose4_lanes`
+    /// each way) and no lane-crossing permute is left: 16 shuffles where `transpose8`
+    /// takes 24, all on the one port that shuffles on Intel's cores. A panel of 32
+    /// lines of 256 floats, 4 KiB apart, hot in the caches (Intel Xeon, family 6 model
+    /// 207, best of five rounds of 20000): 8.0 us against 11.6.
     ///
     /// # Safety
     /// AVX2 is present, and `at + i*stride + j` is readable for `i, j < 8`.
@@ -153,51 +153,42 @@ mod x86 {
         let load = |i: usize, half: usize| unsafe {
             _mm256_loadu2_m128(at.add((i + 4) * stride + half), at.add(i * stride + half))
         };
-        let quad = |r: [__m256; 4]| {
-            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-            [
-                _mm256_shuffle_ps::<0x44>(t0, t2),
-                _mm256_shuffle_ps::<0xEE>(t0, t2),
-                _mm256_shuffle_ps::<0x44>(t1, t3),
-                _mm256_shuffle_ps::<0xEE>(t1, t3),
-            ]
-        };
-        let low = quad(std::array::from_fn(|i| load(i, 0)));
-        let high = quad(std::array::from_fn(|i| load(i, 4)));
+        let low = transpose4_lanes(std::array::from_fn(|i| load(i, 0)));
+        let high = transpose4_lanes(std::array::from_fn(|i| load(i, 4)));
         [low[0], low[1], low[2], low[3], high[0], high[1], high[2], high[3]]
     }
 
-    /// The transpose of the 8x8 matrix whose rows are `r`.
+    /// In each 128-bit lane, the transpose of the 4x4 matrix whose rows are that lane
+    /// of `r`: unpack pairs of rows, then shuffle pairs of those.
     #[target_feature(enable = "avx2")]
-    fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+    fn transpose4_lanes(r: [__m256; 4]) -> [__m256; 4] {
         let t0 = _mm256_unpacklo_ps(r[0], r[1]);
         let t1 = _mm256_unpackhi_ps(r[0], r[1]);
         let t2 = _mm256_unpacklo_ps(r[2], r[3]);
         let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
-        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
-        let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-        let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-        let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-        let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-        let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-        let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-        let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-        let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
         [
-            _mm256_permute2f128_ps::<0x20>(s0, s4),
-            _mm256_permute2f128_ps::<0x20>(s1, s5),
-            _mm256_permute2f128_ps::<0x20>(s2, s6),
-            _mm256_permute2f128_ps::<0x20>(s3, s7),
-            _mm256_permute2f128_ps::<0x31>(s0, s4),
-            _mm256_permute2f128_ps::<0x31>(s1, s5),
-            _mm256_permute2f128_ps::<0x31>(s2, s6),
-            _mm256_permute2f128_ps::<0x31>(s3, s7),
+            _mm256_shuffle_ps::<0x44>(t0, t2),
+            _mm256_shuffle_ps::<0xEE>(t0, t2),
+            _mm256_shuffle_ps::<0x44>(t1, t3),
+            _mm256_shuffle_ps::<0xEE>(t1, t3),
+        ]
+    }
+
+    /// The transpose of the 8x8 matrix whose rows are `r`: each half of the rows
+    /// transposed within lanes, then the lanes exchanged.
+    #[target_feature(enable = "avx2")]
+    fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+        let s = transpose4_lanes([r[0], r[1], r[2], r[3]]);
+        let u = transpose4_lanes([r[4], r[5], r[6], r[7]]);
+        [
+            _mm256_permute2f128_ps::<0x20>(s[0], u[0]),
+            _mm256_permute2f128_ps::<0x20>(s[1], u[1]),
+            _mm256_permute2f128_ps::<0x20>(s[2], u[2]),
+            _mm256_permute2f128_ps::<0x20>(s[3], u[3]),
+            _mm256_permute2f128_ps::<0x31>(s[0], u[0]),
+            _mm256_permute2f128_ps::<0x31>(s[1], u[1]),
+            _mm256_permute2f128_ps::<0x31>(s[2], u[2]),
+            _mm256_permute2f128_ps::<0x31>(s[3], u[3]),
         ]
     }
 }
