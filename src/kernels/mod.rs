@@ -10,6 +10,7 @@ mod pack;
 mod simd;
 
 pub use line_aligned::LineAligned;
+pub(crate) use simd::{vectorized, wide};
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

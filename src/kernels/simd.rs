@@ -41,6 +41,49 @@ pub(crate) fn prefetch(data: &[f32]) {
     let _ = data;
 }
 
+/// Whether `vectorized!` functions run their AVX2 build: the instruction set in use
+/// (`microkernel::isa`, which `INFOGAN_ISA` caps) is not the portable one, and the
+/// CPU has AVX2.
+pub(crate) fn wide() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return super::microkernel::isa() != super::microkernel::Isa::Portable
+        && std::arch::is_x86_feature_detected!("avx2");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// A function built twice, for AVX2 and for the crate's baseline (x86-64, whose SSE2
+/// vectors hold 4 floats where AVX2's hold 8), and run in the first when `wide()`:
+/// for the element-wise loops of batch norm and the activations. Measured with
+/// `infogan bench --profile`, 2 threads, AVX-512 machine, minimum of four alternated
+/// runs, two sittings: CIFAR-10 batch norm 4.35-4.83 ms a step against 5.61-6.25,
+/// activations 4.87-5.39 against 5.55-5.96; MNIST batch norm 4.82-5.37 against
+/// 6.52-6.86, activations 2.48-2.57 against 3.01-3.03. (im2col, col2im and the layout
+/// moves built this way gained nothing.) No result changes: only "avx2" is enabled,
+/// not "fma", so no multiply and add are fused, and every vector operation rounds as
+/// its scalar one does.
+macro_rules! vectorized {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2")]
+            fn avx2($($arg: $ty),*) {
+                body($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            if $crate::kernels::wide() {
+                // SAFETY: `wide()` found AVX2 on this CPU.
+                return unsafe { avx2($($arg),*) };
+            }
+            body($($arg),*)
+        }
+    };
+}
+pub(crate) use vectorized;
+
 /// Orders the non-temporal stores made so far before any later store, so that the
 /// thread that waits for this one's task sees them (`MicroKernel::tile`'s `stream`).
 pub(crate) fn store_fence() {
@@ -197,6 +240,45 @@ mod x86 {
 mod tests {
     use super::*;
     use crate::testutil::random_array;
+
+    /// The loops `vectorized!` serves: an affine map in f32, and f64 sums in lanes.
+    fn affine_and_sums(xs: &mut [f32], scale: f32, shift: f32, sums: &mut [f64]) {
+        for x in xs.iter_mut() {
+            *x = (*x - shift) * scale * 1.5 + shift;
+        }
+        for (chunk, s) in xs.chunks(7).zip(sums.iter_mut()) {
+            for &v in chunk {
+                *s += v as f64 * v as f64 - 0.25;
+            }
+        }
+    }
+
+    vectorized! {
+        fn affine_and_sums_wide(xs: &mut [f32], scale: f32, shift: f32, sums: &mut [f64]) {
+            affine_and_sums(xs, scale, shift, sums)
+        }
+    }
+
+    #[test]
+    fn vectorized_functions_have_the_bits_of_the_baseline_build() {
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(
+            wide(),
+            super::super::microkernel::isa() != super::super::microkernel::Isa::Portable
+                && std::arch::is_x86_feature_detected!("avx2")
+        );
+        for len in [0, 1, 7, 8, 9, 63, 1000] {
+            let x: ndarray::Array1<f32> = random_array(len, len as u64 + 17);
+            let (mut plain, mut wide) = (x.to_vec(), x.to_vec());
+            let (mut plain_sums, mut wide_sums) = (vec![0.5f64; len.div_ceil(7)], vec![0.5f64; len.div_ceil(7)]);
+            affine_and_sums(&mut plain, 0.3, -1.7, &mut plain_sums);
+            affine_and_sums_wide(&mut wide, 0.3, -1.7, &mut wide_sums);
+            let bits32 = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let bits64 = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits32(&plain), bits32(&wide), "f32 loop, length {len}");
+            assert_eq!(bits64(&plain_sums), bits64(&wide_sums), "f64 sums, length {len}");
+        }
+    }
 
     #[test]
     fn transpose_matches_scalar_on_every_edge() {

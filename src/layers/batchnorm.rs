@@ -18,6 +18,7 @@ use rayon::prelude::*;
 
 use crate::buffers;
 use crate::collective::Shards;
+use crate::kernels::vectorized;
 
 use super::{Layer, OnnxAttr, OnnxConstant, OnnxOp, check_shape, standard};
 
@@ -172,14 +173,7 @@ impl BatchNorm {
         let ys = y.as_slice_mut().expect("standard layout");
         xs.par_chunks_mut(c * p).zip(ys.par_chunks_mut(c * p)).enumerate().for_each(|(img, (xs, ys))| {
             let g = img / per_block % groups;
-            for ch in 0..c {
-                let (mu, s) = (mean[g * c + ch], inv_std[g * c + ch]);
-                let (w, b) = (gamma[ch], beta[ch]);
-                for (xh, y) in xs[ch * p..(ch + 1) * p].iter_mut().zip(&mut ys[ch * p..(ch + 1) * p]) {
-                    *xh = (*xh - mu) * s;
-                    *y = w * *xh + b;
-                }
-            }
+            normalize(xs, ys, &mean[g * c..][..c], &inv_std[g * c..][..c], gamma, beta)
         });
         buffers::give(std::mem::replace(&mut self.x_hat, x_hat));
         self.trained = self.training;
@@ -244,13 +238,42 @@ impl BatchNorm {
         let dxs = dx.as_slice_mut().expect("standard layout");
         dxs.par_chunks_mut(c * p).zip(x_hat.par_chunks(c * p)).enumerate().for_each(|(img, (dxs, xhs))| {
             let coef = &coef[img / per_block % groups * c..][..c];
-            for (ch, &[scale, mean_dy, mean_dy_xhat]) in coef.iter().enumerate() {
-                for (d, &xh) in dxs[ch * p..(ch + 1) * p].iter_mut().zip(&xhs[ch * p..(ch + 1) * p]) {
-                    *d = scale * (*d - mean_dy - xh * mean_dy_xhat);
-                }
-            }
+            input_gradient(dxs, xhs, coef)
         });
         dx.into_shape_with_order(dim).expect("same element count")
+    }
+}
+
+vectorized! {
+    /// One image's `x_hat = (x - mean) inv_std` (in place of x) and `y = weight x_hat +
+    /// bias`, per channel. Built for AVX2 as well (`vectorized!`).
+    ///
+    /// xs, ys: [C, P] flat; mean, inv_std, gamma, beta: `[C]`
+    fn normalize(xs: &mut [f32], ys: &mut [f32], mean: &[f32], inv_std: &[f32], gamma: &[f32], beta: &[f32]) {
+        let p = xs.len() / mean.len();
+        let channels = xs.chunks_exact_mut(p).zip(ys.chunks_exact_mut(p));
+        for ((xs, ys), (((&mu, &s), &w), &b)) in channels.zip(mean.iter().zip(inv_std).zip(gamma).zip(beta)) {
+            for (xh, y) in xs.iter_mut().zip(ys) {
+                *xh = (*xh - mu) * s;
+                *y = w * *xh + b;
+            }
+        }
+    }
+}
+
+vectorized! {
+    /// One image's `dx = scale (dy - mean dy - x_hat mean(dy x_hat))` (in place of dy),
+    /// per channel, with `coef[ch] = [scale, mean dy, mean dy x_hat]` (see `backward`).
+    /// Built for AVX2 as well (`vectorized!`).
+    ///
+    /// dxs, xhs: [C, P] flat; coef: `[C]`
+    fn input_gradient(dxs: &mut [f32], xhs: &[f32], coef: &[[f32; 3]]) {
+        let p = dxs.len() / coef.len();
+        for ((dxs, xhs), &[scale, mean_dy, mean_dy_xhat]) in dxs.chunks_exact_mut(p).zip(xhs.chunks_exact(p)).zip(coef) {
+            for (d, &xh) in dxs.iter_mut().zip(xhs) {
+                *d = scale * (*d - mean_dy - xh * mean_dy_xhat);
+            }
+        }
     }
 }
 
@@ -288,6 +311,7 @@ fn per_channel_block(out: &mut [f64], width: usize, c: usize, p: usize, f: impl 
 const LANES: usize = 8;
 
 /// `sum f(v)` over `run` in f64, in `LANES` partial sums.
+#[inline(always)]
 fn lane_sum(run: &[f32], f: impl Fn(f32) -> f64) -> f64 {
     let mut lanes = [0f64; LANES];
     let mut chunks = run.chunks_exact(LANES);
@@ -303,6 +327,7 @@ fn lane_sum(run: &[f32], f: impl Fn(f32) -> f64) -> f64 {
 }
 
 /// `[sum d, sum d*x]` over the runs `d` and `x` in f64, in `LANES` partial sums each.
+#[inline(always)]
 fn lane_pair_sum(d: &[f32], x: &[f32]) -> [f64; 2] {
     let (mut sums, mut products) = ([0f64; LANES], [0f64; LANES]);
     let (mut dc, mut xc) = (d.chunks_exact(LANES), x.chunks_exact(LANES));
@@ -319,6 +344,7 @@ fn lane_pair_sum(d: &[f32], x: &[f32]) -> [f64; 2] {
     [add_lanes(sums), add_lanes(products)]
 }
 
+#[inline(always)]
 fn add_lanes(l: [f64; LANES]) -> f64 {
     ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
 }
@@ -330,8 +356,14 @@ fn add_lanes(l: [f64; LANES]) -> f64 {
 ///
 /// x: [N, C, P] flat, out: `[C]`
 fn channel_sums(x: &[f32], c: usize, p: usize, out: &mut [f64]) {
-    let n = x.len() / (c * p);
-    per_channel_block(out, 1, c, p, |c0, c1, acc| {
+    per_channel_block(out, 1, c, p, |c0, c1, acc| block_sums(x, c, p, c0, c1, acc))
+}
+
+vectorized! {
+    /// `channel_sums` of channels `c0..c1` into their `acc`, built for AVX2 as well
+    /// (`vectorized!`), as the two below.
+    fn block_sums(x: &[f32], c: usize, p: usize, c0: usize, c1: usize, acc: &mut [f64]) {
+        let n = x.len() / (c * p);
         for img in 0..n {
             let run = &x[(img * c + c0) * p..(img * c + c1) * p];
             if p == 1 {
@@ -342,7 +374,7 @@ fn channel_sums(x: &[f32], c: usize, p: usize, out: &mut [f64]) {
                 }
             }
         }
-    })
+    }
 }
 
 /// Each channel's sum of squared differences from `mean[channel]`, in the same order:
@@ -350,8 +382,12 @@ fn channel_sums(x: &[f32], c: usize, p: usize, out: &mut [f64]) {
 ///
 /// x: [N, C, P] flat, mean: `[C]`, out: `[C]`
 fn channel_squares(x: &[f32], mean: &[f64], c: usize, p: usize, out: &mut [f64]) {
-    let n = x.len() / (c * p);
-    per_channel_block(out, 1, c, p, |c0, c1, acc| {
+    per_channel_block(out, 1, c, p, |c0, c1, acc| block_squares(x, mean, c, p, c0, c1, acc))
+}
+
+vectorized! {
+    fn block_squares(x: &[f32], mean: &[f64], c: usize, p: usize, c0: usize, c1: usize, acc: &mut [f64]) {
+        let n = x.len() / (c * p);
         for img in 0..n {
             let run = &x[(img * c + c0) * p..(img * c + c1) * p];
             let mean = &mean[c0..c1];
@@ -363,15 +399,19 @@ fn channel_squares(x: &[f32], mean: &[f64], c: usize, p: usize, out: &mut [f64])
                 }
             }
         }
-    })
+    }
 }
 
 /// For each channel, `[sum dy, sum dy*x_hat]` over its values, in the same fixed order.
 ///
 /// dy, x_hat: [N, C, P] flat, out: [C, 2] flat
 fn channel_pair_sums(dy: &[f32], x_hat: &[f32], c: usize, p: usize, out: &mut [f64]) {
-    let n = dy.len() / (c * p);
-    per_channel_block(out, 2, c, p, |c0, c1, acc| {
+    per_channel_block(out, 2, c, p, |c0, c1, acc| block_pair_sums(dy, x_hat, c, p, c0, c1, acc))
+}
+
+vectorized! {
+    fn block_pair_sums(dy: &[f32], x_hat: &[f32], c: usize, p: usize, c0: usize, c1: usize, acc: &mut [f64]) {
+        let n = dy.len() / (c * p);
         for img in 0..n {
             let range = (img * c + c0) * p..(img * c + c1) * p;
             let (ds, xs) = (&dy[range.clone()], &x_hat[range]);
@@ -388,7 +428,7 @@ fn channel_pair_sums(dy: &[f32], x_hat: &[f32], c: usize, p: usize, out: &mut [f
                 }
             }
         }
-    })
+    }
 }
 
 impl Layer for BatchNorm {
