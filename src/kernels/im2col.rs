@@ -15,6 +15,7 @@
 use ndarray::{ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, ArrayViewMut3, ArrayViewMut4, Axis};
 use rayon::prelude::*;
 use std::cell::RefCell;
+use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Marks a window position that falls on the zero padding in a gather table.
@@ -414,34 +415,44 @@ fn im2col_k4s2<const WO: usize>(x: &[f32], n: usize, g: &ConvGeom, mut cols: Arr
 /// so that a window's row is `KW` consecutive values, copied as one fixed-size move
 /// at `KW == 4` (the models' kernels), and the block stays in L1 while every position
 /// reads it.
-pub fn im2row(x: ArrayView4<f32>, g: &ConvGeom, mut rows: ArrayViewMut2<f32>) {
+pub fn im2row(x: ArrayView4<f32>, g: &ConvGeom, rows: ArrayViewMut2<f32>) {
+    im2row_channels(x, g, 0..g.c, rows);
+}
+
+/// `im2row` of the channels `channels` of `x` alone: the columns of their windows,
+/// `(c - channels.start, i, j)`.
+///
+/// x: [N, C, H, W], rows: [N*P_out, channels.len()*KH*KW].
+pub fn im2row_channels(x: ArrayView4<f32>, g: &ConvGeom, channels: Range<usize>, mut rows: ArrayViewMut2<f32>) {
     let _time = crate::profile::scope(crate::profile::Phase::Im2col);
     let n = x.dim().0;
     assert_eq!(x.dim(), (n, g.c, g.h, g.w), "im2row: input shape");
-    assert_eq!(rows.dim(), (n * g.p_out(), g.rows()), "im2row: rows shape");
+    assert!(channels.end <= g.c, "im2row: channels {channels:?} of {}", g.c);
+    assert_eq!(rows.dim(), (n * g.p_out(), channels.len() * g.kh * g.kw), "im2row: rows shape");
     let x = x.as_standard_layout();
     let x = x.as_slice().expect("standard layout");
     let rows = rows.as_slice_mut().expect("im2row: rows must be contiguous");
     match g.kw {
-        4 => im2row_padded::<4>(x, g, rows),
-        _ => im2row_padded::<0>(x, g, rows),
+        4 => im2row_padded::<4>(x, g, channels, rows),
+        _ => im2row_padded::<0>(x, g, channels, rows),
     }
 }
 
-/// `im2row` with the window rows as `[f32; KW]` moves, or (`KW == 0`) as slice copies
-/// of `g.kw` values.
-fn im2row_padded<const KW: usize>(x: &[f32], g: &ConvGeom, rows: &mut [f32]) {
-    let (p_out, wo, k) = (g.p_out(), g.w_out(), g.rows());
+/// `im2row_channels` with the window rows as `[f32; KW]` moves, or (`KW == 0`) as
+/// slice copies of `g.kw` values.
+fn im2row_padded<const KW: usize>(x: &[f32], g: &ConvGeom, channels: Range<usize>, rows: &mut [f32]) {
+    let window = g.kh * g.kw;
+    let (p_out, wo, k) = (g.p_out(), g.w_out(), channels.len() * window);
     let (hp, wp) = (g.h + 2 * g.padding, g.w + 2 * g.padding);
     let plane_len = g.h * g.w;
-    let window = g.kh * g.kw;
+    let count = channels.len();
     rows.par_chunks_mut(p_out * k).enumerate().for_each(|(img, out)| {
         // Zeroed once per image: every plane writes the same pixels, so the border stays 0.
-        with_plane_block(IM2ROW_GROUP.min(g.c) * hp * wp, |block| {
-            for c0 in (0..g.c).step_by(IM2ROW_GROUP) {
-                let group = IM2ROW_GROUP.min(g.c - c0);
+        with_plane_block(IM2ROW_GROUP.min(count) * hp * wp, |block| {
+            for c0 in (0..count).step_by(IM2ROW_GROUP) {
+                let group = IM2ROW_GROUP.min(count - c0);
                 for (c, bordered) in block.chunks_exact_mut(hp * wp).take(group).enumerate() {
-                    let plane = &x[(img * g.c + c0 + c) * plane_len..][..plane_len];
+                    let plane = &x[(img * g.c + channels.start + c0 + c) * plane_len..][..plane_len];
                     for (ih, row) in plane.chunks_exact(g.w).enumerate() {
                         bordered[(ih + g.padding) * wp + g.padding..][..g.w].copy_from_slice(row);
                     }

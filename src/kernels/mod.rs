@@ -297,6 +297,88 @@ pub fn for_each_summed_rows(
     );
 }
 
+/// `dweight += dy_cm im2row(x)`: a convolution's weight gradient, a sum along the
+/// batch's `N*P_out` positions, `span` of them at a time (`summed_span`), by blocks of
+/// input channels in parallel, one block per thread. Each thread unfolds its channels
+/// of each span (`im2row_channels`: its own columns of the rows) and multiplies them
+/// into its own columns of `dweight`. So a span's rows are written and read by one
+/// core, and the threads meet once, where unfolding every span on all threads and then
+/// multiplying it on all threads made them meet twice per span and read the rows
+/// another core had written.
+///
+/// Every element of `dweight` is the chain it is in `for_each_summed_rows` with one
+/// product per span (the spans in order, each a whole number of `KC` blocks), since a
+/// product's columns do not change each other's sums; when a product would be cut
+/// along K (`Split::Depth`, which depends on its width) or there are fewer channels
+/// than threads, the spans run that way instead.
+///
+/// dy_cm: [C_out, N*P_out], x: [N, C, H, W] with `g` describing `x`, dweight:
+/// [C_out, C*KH*KW]; `rows` serves the other way.
+pub fn summed_rows_gemm(
+    dy_cm: ArrayView2<f32>,
+    x: ndarray::ArrayView4<f32>,
+    g: &im2col::ConvGeom,
+    span: usize,
+    rows: &mut Workspace,
+    mut dweight: ArrayViewMut2<f32>,
+) {
+    let (c_out, n, p_out, window) = (dy_cm.nrows(), x.dim().0, g.p_out(), g.kh * g.kw);
+    assert_eq!(dy_cm.ncols(), n * p_out, "summed_rows_gemm: dy_cm has {} columns for {n} images", dy_cm.ncols());
+    assert_eq!(dweight.dim(), (c_out, g.rows()), "summed_rows_gemm: dweight shape");
+    let groups = rayon::current_num_threads().min(g.c);
+    let depth_split = |cols: usize| {
+        let plan = gemm::block_plan(c_out, span.clamp(1, (n * p_out).max(1)), cols);
+        plan.split == gemm::Split::Depth && plan.count > 1
+    };
+    if groups < 2 || depth_split(g.rows()) || depth_split(g.c / groups * window) {
+        for_each_summed_rows(x, g, span, rows, |positions, rows| {
+            gemm::gemm(1.0, dy_cm.slice(ndarray::s![.., positions]), rows, 1.0, dweight.view_mut());
+        });
+        return;
+    }
+    let block = |channels: std::ops::Range<usize>, mut dweight: ArrayViewMut2<f32>| {
+        let width = channels.len() * window;
+        for start in (0..n * p_out).step_by(span.max(1)) {
+            let positions = start..(start + span).min(n * p_out);
+            let images = positions.start / p_out..positions.end.div_ceil(p_out);
+            let skip = images.start * p_out;
+            let len = images.len() * p_out;
+            with_chunk_scratch(len * width, |buf| {
+                let mut rows = ArrayViewMut2::from_shape((len, width), buf).expect("sized");
+                im2col::im2row_channels(x.slice(ndarray::s![images, .., .., ..]), g, channels.clone(), rows.view_mut());
+                let rows = rows.slice(ndarray::s![positions.start - skip..positions.end - skip, ..]);
+                gemm::gemm(1.0, dy_cm.slice(ndarray::s![.., positions.clone()]), rows, 1.0, dweight.view_mut());
+            });
+        }
+    };
+    let channels = |b: usize| b * g.c / groups;
+    crate::profile::parallel_section(|| par_channel_blocks(dweight.view_mut(), window, 0..groups, &channels, &block));
+}
+
+/// `f(channels, dweight[.., channels' columns])` for the channel blocks `range`, whose
+/// first column is `dweight`'s first, in parallel, split in two recursively (nothing
+/// is allocated). Block `b` holds channels `start(b)..start(b + 1)`.
+fn par_channel_blocks(
+    dweight: ArrayViewMut2<f32>,
+    window: usize,
+    range: std::ops::Range<usize>,
+    start: &(impl Fn(usize) -> usize + Sync),
+    f: &(impl Fn(std::ops::Range<usize>, ArrayViewMut2<f32>) + Sync),
+) {
+    match range.len() {
+        0 => {}
+        1 => f(start(range.start)..start(range.end), dweight),
+        len => {
+            let mid = range.start + len / 2;
+            let (left, right) = dweight.split_at(ndarray::Axis(1), (start(mid) - start(range.start)) * window);
+            rayon::join(
+                || par_channel_blocks(left, window, range.start..mid, start, f),
+                || par_channel_blocks(right, window, mid..range.end, start, f),
+            );
+        }
+    }
+}
+
 /// The batch `x: [N, C, H, W]` unfolded as columns (`im2col`) for a sum along its
 /// positions that also feeds a product of its own per image (a transposed
 /// convolution's `dweight` and `dx`): for each span (`summed_span`), `f` gets its
@@ -525,6 +607,40 @@ mod tests {
             },
         );
         assert_eq!((next, images_given), (n * p, n));
+    }
+
+    /// Channel blocks in parallel give the bits of one product per span over all the
+    /// rows, on 1, 2 and 3 threads: spans that end inside an image, the `KW == 3`
+    /// unfolding, channel counts that do not divide among the threads, and fewer
+    /// channels than threads.
+    #[test]
+    fn weight_gradient_by_channel_blocks_has_the_bits_of_whole_spans() {
+        let geom = |c, h, k, stride| im2col::ConvGeom { c, h, w: h, kh: k, kw: k, stride, padding: 1 };
+        let cases = [
+            (geom(5, 12, 4, 2), 10, 7),
+            (geom(17, 7, 3, 1), 6, 9),
+            (geom(3, 8, 4, 2), 4, 64),
+            (geom(1, 9, 4, 2), 5, 3),
+        ];
+        for (seed, (g, n, c_out)) in cases.into_iter().enumerate() {
+            let seed = 10 * seed as u64;
+            let x: Array4<f32> = random_array([n, g.c, g.h, g.w], seed);
+            let dy_cm: Array2<f32> = random_array([c_out, n * g.p_out()], seed + 1);
+            let start: Array2<f32> = random_array([c_out, g.rows()], seed + 2);
+            let mut expected = start.clone();
+            for_each_summed_rows(x.view(), &g, gemm::KC, &mut Workspace::default(), |positions, rows| {
+                gemm::gemm(1.0, dy_cm.slice(ndarray::s![.., positions]), rows, 1.0, expected.view_mut());
+            });
+            for threads in 1..=3 {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a pool");
+                let mut got = start.clone();
+                pool.install(|| {
+                    summed_rows_gemm(dy_cm.view(), x.view(), &g, gemm::KC, &mut Workspace::default(), got.view_mut())
+                });
+                let bits = |a: &Array2<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert!(bits(&got) == bits(&expected), "{g:?}, {threads} threads: not the same bits");
+            }
+        }
     }
 
     /// Any chunking gives what one GEMM and one col2im over the whole batch give.

@@ -19,9 +19,8 @@ use super::{Layer, OnnxOp, check_shape, rank};
 use crate::buffers;
 use crate::collective::Shards;
 use crate::init;
-use crate::kernels::gemm::gemm;
 use crate::kernels::im2col::{ConvGeom, row_sums_into, to_channel_major};
-use crate::kernels::{Workspace, count_padding_macs, for_each_summed_rows, gemm_col2im, im2col_gemm, summed_span};
+use crate::kernels::{Workspace, count_padding_macs, gemm_col2im, im2col_gemm, summed_rows_gemm, summed_span};
 
 #[derive(Clone)]
 pub struct Conv2d {
@@ -116,7 +115,8 @@ impl Conv2d {
     /// From `y_cm = W2 cols + b`, with `dy_cm` the channel-major `dy`:
     /// - `dweight += dy_cm cols^T`   ([C_out, N*P] x [N*P, C_in*KH*KW]), with `cols^T`
     ///   made as rows (`im2row`), a span of positions at a time (`summed_span` keeps
-    ///   the sum's order that of one product)
+    ///   the sum's order that of one product), by blocks of input channels, one per
+    ///   thread (`summed_rows_gemm`)
     /// - `dbias += sum over n, oh, ow of dy`
     /// - both sums over n made per shard of the batch (one unless the step is
     ///   sharded), then added over the shards
@@ -166,9 +166,7 @@ impl Conv2d {
                 let span = summed_span(&g, images.len(), shape.0);
                 // With the input unfolded as rows (cols^T), both operands of this sum
                 // along positions pack as plain copies (see `im2row`).
-                for_each_summed_rows(x.slice(s![images, .., .., ..]), &g, span, cols, |positions, rows| {
-                    gemm(1.0, dy_cm.slice(s![.., positions]), rows, 1.0, dweight.view_mut());
-                });
+                summed_rows_gemm(dy_cm, x.slice(s![images, .., .., ..]), &g, span, cols, dweight.view_mut());
                 row_sums_into(dy_cm, grads[1]);
             });
             count_padding_macs(&g, self.x.dim().0, self.c_out());
@@ -271,6 +269,7 @@ pub fn conv2d_naive(
 mod tests {
     use super::*;
     use crate::kernels::chunk_images;
+    use crate::kernels::gemm::gemm;
     use crate::kernels::im2col::{from_channel_major, im2col};
     use crate::testutil::{assert_close, random_array};
     use rand::SeedableRng;
