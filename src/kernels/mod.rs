@@ -338,9 +338,7 @@ pub fn summed_rows_gemm(
     }
     let block = |channels: std::ops::Range<usize>, mut dweight: ArrayViewMut2<f32>| {
         let width = channels.len() * window;
-        for start in (0..n * p_out).step_by(span.max(1)) {
-            let positions = start..(start + span).min(n * p_out);
-            let images = positions.start / p_out..positions.end.div_ceil(p_out);
+        for (positions, images) in spans(n, p_out, span) {
             let skip = images.start * p_out;
             let len = images.len() * p_out;
             with_chunk_scratch(len * width, |buf| {
@@ -410,6 +408,20 @@ pub fn for_each_summed_unfolded(
     );
 }
 
+/// The spans of `span` positions (the last may be shorter) of `n` images of `p_out`
+/// positions each, and the images each span touches.
+fn spans(
+    n: usize,
+    p_out: usize,
+    span: usize,
+) -> impl Iterator<Item = (std::ops::Range<usize>, std::ops::Range<usize>)> {
+    (0..n * p_out).step_by(span.max(1)).map(move |start| {
+        let positions = start..(start + span).min(n * p_out);
+        let images = positions.start / p_out..positions.end.div_ceil(p_out);
+        (positions, images)
+    })
+}
+
 /// The span loop of `for_each_summed_rows` and `for_each_summed_unfolded`: `ws` takes
 /// `shape(positions)` for the images that each span of positions touches, `unfold`
 /// fills it, and `f` gets the span, the images and the matrix.
@@ -422,10 +434,8 @@ fn unfold_spans(
     unfold: fn(ndarray::ArrayView4<f32>, &im2col::ConvGeom, ndarray::ArrayViewMut2<f32>),
     mut f: impl FnMut(std::ops::Range<usize>, std::ops::Range<usize>, ArrayView2<f32>),
 ) {
-    let (n, p_out) = (x.dim().0, g.p_out());
-    for start in (0..n * p_out).step_by(span.max(1)) {
-        let positions = start..(start + span).min(n * p_out);
-        let images = positions.start / p_out..positions.end.div_ceil(p_out);
+    let p_out = g.p_out();
+    for (positions, images) in spans(x.dim().0, p_out, span) {
         let (rows, cols) = shape(images.len() * p_out);
         ws.resize(rows, cols);
         unfold(x.slice(ndarray::s![images.clone(), .., .., ..]), g, ws.view_mut());
